@@ -1,0 +1,76 @@
+# Thin wrapper over CMake + CTest for the two commands of README.md:
+#   make demo   builds, then plays the seed's scenarios with the real programs
+#   make test   builds everything (gcc, clang + ASan/UBSan, clang + TSan) and
+#               runs every test in each build; valgrind checks run in the first
+# Both install the Debian packages they need when missing (idempotent).
+
+SHELL := /bin/bash
+JOBS ?= $(shell nproc)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# What building and testing need.
+DEBS := cmake make gcc clang pkg-config libuv1-dev node-llhttp libcmocka-dev protobuf-c-compiler libprotobuf-c-dev \
+        libclang-rt-14-dev curl valgrind python3 ca-certificates
+# What bench/ needs on top (the peers).
+BENCH_DEBS := wrk nginx-light golang-go haproxy nghttp2-client
+
+.PHONY: all deps bench-deps build build-asan build-tsan test test-default \
+        test-asan test-tsan demo bench clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(DEBS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+bench-deps: deps
+	@missing=""; for p in $(BENCH_DEBS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build build -j $(JOBS)
+
+build-asan: deps
+	CC=clang cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DGRACE_SANITIZE=ON >/dev/null
+	cmake --build build-asan -j $(JOBS)
+
+build-tsan: deps
+	CC=clang cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGRACE_TSAN=ON >/dev/null
+	cmake --build build-tsan -j $(JOBS)
+
+test-default: build
+	ctest --test-dir build --output-on-failure -j 2
+
+test-asan: build-asan
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	ctest --test-dir build-asan --output-on-failure -j 2
+
+test-tsan: build-tsan
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	ctest --test-dir build-tsan --output-on-failure -j 2
+
+test: test-default test-asan test-tsan
+	@echo "make test: every build passed"
+
+demo: build
+	bash scripts/demo.sh build/examples
+
+bench: bench-deps
+	bash bench/run_all.sh
+
+clean:
+	rm -rf build build-asan build-tsan build-bench

@@ -1,0 +1,62 @@
+/*
+ * grace: error codes shared by every module.
+ *
+ * Every function of grace that can fail returns an int: 0 on success or one
+ * of the negative GRACE_E* codes below.  Codes that mirror a system error are
+ * the negated errno value, as in libuv, so a caller can compare against
+ * -errno directly.
+ */
+#ifndef GRACE_ERROR_H
+#define GRACE_ERROR_H
+
+#include <errno.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define GRACE_EXTERN __attribute__((visibility("default")))
+#else
+#define GRACE_EXTERN
+#endif
+
+/* System errors, as negated errno values. */
+#define GRACE_EINVAL (-EINVAL)         /* invalid argument */
+#define GRACE_ENOMEM (-ENOMEM)         /* out of memory */
+#define GRACE_EBUSY (-EBUSY)           /* resource busy, or state forbids it */
+#define GRACE_EADDRINUSE (-EADDRINUSE) /* address already in use */
+#define GRACE_ECANCELED (-ECANCELED)   /* context canceled */
+#define GRACE_ETIMEDOUT (-ETIMEDOUT)   /* context deadline exceeded */
+#define GRACE_EMFILE (-EMFILE)         /* too many open files */
+#define GRACE_ECONNRESET (-ECONNRESET) /* connection reset by peer */
+#define GRACE_EPIPE (-EPIPE)           /* broken pipe */
+#define GRACE_ENOENT (-ENOENT)         /* no such entry */
+
+/* grace's own errors, below every errno value. */
+#define GRACE_ERR_BASE (-10000)
+#define GRACE_ESYNTAX (GRACE_ERR_BASE - 1)   /* malformed input text */
+#define GRACE_ERANGE (GRACE_ERR_BASE - 2)    /* value out of range */
+#define GRACE_ECLOSED (GRACE_ERR_BASE - 3)   /* server or handle closed */
+#define GRACE_ESHUTDOWN (GRACE_ERR_BASE - 4) /* shutdown in progress */
+#define GRACE_ESTATE (GRACE_ERR_BASE - 5)    /* called in the wrong state */
+
+/*
+ * Returns a static, human readable message for |err|.  GRACE_ECANCELED and
+ * GRACE_ETIMEDOUT print as Go's context errors ("context canceled",
+ * "context deadline exceeded"); other errno codes print as strerror(3) does.
+ * Never returns NULL; an unknown code gives "unknown error".
+ */
+GRACE_EXTERN const char *grace_strerror(int err);
+
+/*
+ * Returns the symbolic name of |err| ("GRACE_ETIMEDOUT", "GRACE_EINVAL"...),
+ * or "GRACE_EUNKNOWN".  Never returns NULL.
+ */
+GRACE_EXTERN const char *grace_err_name(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GRACE_ERROR_H */

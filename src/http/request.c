@@ -1,0 +1,460 @@
+/*
+ * Requests: storage, accessors, routing, and the response bytes.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "http/internal.h"
+
+/* ---- dbuf --------------------------------------------------------------- */
+
+int grace__dbuf_append(dbuf *b, const void *p, size_t n, size_t max) {
+  if (n > max || b->len > max - n)
+    return GRACE_ERANGE;
+  if (b->len + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + n)
+      cap *= 2;
+    char *np = realloc(b->p, cap);
+    if (np == NULL)
+      return GRACE_ENOMEM;
+    b->p = np;
+    b->cap = (uint32_t)cap;
+  }
+  if (n > 0)
+    memcpy(b->p + b->len, p, n);
+  b->len += (uint32_t)n;
+  return 0;
+}
+
+void grace__dbuf_free(dbuf *b) {
+  free(b->p);
+  b->p = NULL;
+  b->len = b->cap = 0;
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+grace_http_request *grace__req_new(h1conn *c) {
+  grace_http_request *req = calloc(1, sizeof(*req));
+  if (req == NULL)
+    return NULL;
+  req->conn = c;
+  req->srv = c->hl->srv;
+  req->keep_alive = 1;
+  req->minor = 1;
+  return req;
+}
+
+void grace__req_free(grace_http_request *req) {
+  grace__dbuf_free(&req->head);
+  grace__dbuf_free(&req->body);
+  grace__dbuf_free(&req->resp_headers);
+  free(req->resp_body);
+  grace_ctx_unref(req->ctx);
+  free(req);
+}
+
+static int unhex(int ch) {
+  if (ch >= '0' && ch <= '9')
+    return ch - '0';
+  if (ch >= 'a' && ch <= 'f')
+    return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F')
+    return ch - 'A' + 10;
+  return -1;
+}
+
+/* Percent-decodes |n| bytes of |s| into |out| (which may be |s|); '+'
+ * becomes a space when |plus| is set.  Returns the decoded length, or -1
+ * for a malformed escape, as Go's url.unescape. */
+static long unescape(const char *s, size_t n, char *out, int plus) {
+  size_t o = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] == '%') {
+      int hi, lo;
+      if (i + 2 >= n)
+        return -1;
+      hi = unhex((unsigned char)s[i + 1]);
+      lo = unhex((unsigned char)s[i + 2]);
+      if (hi < 0 || lo < 0)
+        return -1;
+      out[o++] = (char)(hi * 16 + lo);
+      i += 2;
+    } else if (plus && s[i] == '+') {
+      out[o++] = ' ';
+    } else {
+      out[o++] = s[i];
+    }
+  }
+  return (long)o;
+}
+
+/* Called once the headers are complete: records the method and decodes
+ * the path; a malformed target sets error_status 400. */
+void grace__req_finish_head(grace_http_request *req) {
+  h1conn *c = req->conn;
+  const char *method = llhttp_method_name(llhttp_get_method(&c->parser));
+  size_t mlen = strlen(method);
+  const char *target = req->head.p ? req->head.p : "";
+  size_t tlen = strnlen(target, req->headers_off);
+  const char *q = memchr(target, '?', tlen);
+  size_t plen = q ? (size_t)(q - target) : tlen;
+  size_t max = req->srv->opts.max_header_bytes * 2 + 64;
+  uint32_t at;
+
+  if (req->head.len == 0 || target[0] != '/') {
+    /* Only origin-form targets are served ("*" and absolute forms are
+     * proxies' business); Go answers these with 400 too. */
+    if (!(tlen == 1 && target[0] == '*')) {
+      req->error_status = 400;
+      return;
+    }
+  }
+  at = req->head.len;
+  if (grace__dbuf_append(&req->head, target, plen, max) != 0 ||
+      grace__dbuf_append(&req->head, "", 1, max) != 0 ||
+      grace__dbuf_append(&req->head, method, mlen + 1, max) != 0) {
+    req->error_status = 431;
+    return;
+  }
+  long dl = unescape(req->head.p + at, plen, req->head.p + at, 0);
+  if (dl < 0) {
+    req->error_status = 400;
+    return;
+  }
+  req->head.p[at + (size_t)dl] = '\0';
+  req->path_off = at;
+  req->method_off = at + (uint32_t)plen + 1;
+}
+
+/* ---- accessors ---------------------------------------------------------- */
+
+const char *grace_http_request_method(grace_http_request *req) {
+  return req->head.p + req->method_off;
+}
+
+const char *grace_http_request_target(grace_http_request *req) {
+  return req->head.p;
+}
+
+const char *grace_http_request_path(grace_http_request *req) {
+  return req->head.p + req->path_off;
+}
+
+int grace_http_request_minor(grace_http_request *req) { return req->minor; }
+
+uv_loop_t *grace_http_request_loop(grace_http_request *req) {
+  return &req->conn->hl->loop->uv;
+}
+
+grace_http_server *grace_http_request_server(grace_http_request *req) {
+  return req->srv;
+}
+
+const char *grace_http_request_header(grace_http_request *req,
+                                      const char *name) {
+  const char *p = req->head.p + req->headers_off;
+  const char *end = req->head.p + req->headers_end;
+  while (p < end) {
+    size_t nl = strlen(p);
+    const char *v = p + nl + 1;
+    if (strcasecmp(p, name) == 0)
+      return v;
+    p = v + strlen(v) + 1;
+  }
+  return NULL;
+}
+
+const void *grace_http_request_body(grace_http_request *req, size_t *len) {
+  if (len)
+    *len = req->body.len;
+  return req->body.p ? req->body.p : "";
+}
+
+int grace_http_request_query(grace_http_request *req, const char *key,
+                             char *buf, size_t len) {
+  const char *target = req->head.p;
+  const char *q = strchr(target, '?');
+  size_t klen = strlen(key);
+  if (q == NULL)
+    return GRACE_ENOENT;
+  for (const char *p = q + 1; *p;) {
+    const char *amp = strchr(p, '&');
+    const char *end = amp ? amp : p + strlen(p);
+    const char *eq = memchr(p, '=', (size_t)(end - p));
+    const char *kend = eq ? eq : end;
+    size_t kl = (size_t)(kend - p);
+    char kbuf[256];
+    long dk = -1;
+    if (kl < sizeof(kbuf))
+      dk = unescape(p, kl, kbuf, 1);
+    if (dk == (long)klen && memcmp(kbuf, key, klen) == 0) {
+      const char *v = eq ? eq + 1 : end;
+      size_t vl = (size_t)(end - v);
+      char *tmp = malloc(vl + 1);
+      if (tmp == NULL)
+        return GRACE_ENOMEM;
+      long dv = unescape(v, vl, tmp, 1);
+      if (dv >= 0) {
+        /* Go's ParseQuery skips pairs with bad escapes. */
+        if (len > 0) {
+          size_t cp = (size_t)dv < len - 1 ? (size_t)dv : len - 1;
+          memcpy(buf, tmp, cp);
+          buf[cp] = '\0';
+        }
+        free(tmp);
+        return (int)dv;
+      }
+      free(tmp);
+    }
+    p = amp ? amp + 1 : end;
+  }
+  return GRACE_ENOENT;
+}
+
+grace_ctx *grace_http_request_ctx(grace_http_request *req) {
+  if (req->ctx == NULL) {
+    if (grace_ctx_with_cancel(req->srv->force_ctx, &req->ctx) != 0)
+      return NULL;
+    if (req->cancelled)
+      grace_ctx_cancel(req->ctx);
+  }
+  return req->ctx;
+}
+
+void grace_http_request_on_cancel(grace_http_request *req,
+                                  grace_http_handler cb, void *data) {
+  req->on_cancel = cb;
+  req->on_cancel_data = data;
+}
+
+/* ---- answers ------------------------------------------------------------ */
+
+static int valid_header_text(const char *s) {
+  for (; *s; s++)
+    if (*s == '\r' || *s == '\n')
+      return 0;
+  return 1;
+}
+
+int grace_http_response_header(grace_http_request *req, const char *name,
+                               const char *value) {
+  if (name == NULL || value == NULL || name[0] == '\0' ||
+      !valid_header_text(name) || !valid_header_text(value) ||
+      strchr(name, ':') != NULL)
+    return GRACE_EINVAL;
+  size_t max = 1u << 20;
+  if (grace__dbuf_append(&req->resp_headers, name, strlen(name), max) != 0 ||
+      grace__dbuf_append(&req->resp_headers, ": ", 2, max) != 0 ||
+      grace__dbuf_append(&req->resp_headers, value, strlen(value), max) != 0 ||
+      grace__dbuf_append(&req->resp_headers, "\r\n", 2, max) != 0)
+    return GRACE_ENOMEM;
+  if (strcasecmp(name, "Content-Type") == 0)
+    req->has_content_type = 1;
+  return 0;
+}
+
+static void on_answer_post(grace__loop *loop, grace__post *post) {
+  (void)loop;
+  grace_http_request *req = grace__container_of(post, grace_http_request,
+                                                done);
+  grace__h1_finish(req);
+}
+
+static int answer(grace_http_request *req) {
+  grace__loop *loop = req->conn->hl->loop;
+  if (grace__loop_is_current(loop)) {
+    grace__h1_finish(req);
+  } else {
+    req->done.fn = on_answer_post;
+    grace__list_init(&req->done.link);
+    grace__loop_post(loop, &req->done);
+  }
+  return 0;
+}
+
+int grace_http_respond(grace_http_request *req, int status, const void *body,
+                       size_t len) {
+  int rv = 0;
+  req->status = status;
+  if (len > 0) {
+    req->resp_body = malloc(len);
+    if (req->resp_body == NULL) {
+      req->abandoned = 1;
+      rv = GRACE_ENOMEM;
+    } else {
+      memcpy(req->resp_body, body, len);
+      req->resp_len = len;
+    }
+  }
+  answer(req);
+  return rv;
+}
+
+void grace_http_request_abandon(grace_http_request *req) {
+  req->abandoned = 1;
+  answer(req);
+}
+
+typedef struct blocking_job {
+  uv_work_t work;
+  grace_http_request *req;
+  grace_http_handler fn;
+  void *data;
+} blocking_job;
+
+static void blocking_work(uv_work_t *w) {
+  blocking_job *job = w->data;
+  job->fn(job->req, job->data);
+}
+
+static void blocking_after(uv_work_t *w, int status) {
+  (void)status;
+  free(w->data);
+}
+
+int grace_http_run_blocking(grace_http_request *req, grace_http_handler fn,
+                            void *data) {
+  blocking_job *job = malloc(sizeof(*job));
+  if (job == NULL)
+    return GRACE_ENOMEM;
+  job->req = req;
+  job->fn = fn;
+  job->data = data;
+  job->work.data = job;
+  int rv = uv_queue_work(&req->conn->hl->loop->uv, &job->work, blocking_work,
+                         blocking_after);
+  if (rv != 0)
+    free(job);
+  return rv;
+}
+
+const char *grace_http_status_text(int status) {
+  switch (status) {
+  case 100: return "Continue";
+  case 200: return "OK";
+  case 201: return "Created";
+  case 202: return "Accepted";
+  case 204: return "No Content";
+  case 206: return "Partial Content";
+  case 301: return "Moved Permanently";
+  case 302: return "Found";
+  case 304: return "Not Modified";
+  case 307: return "Temporary Redirect";
+  case 308: return "Permanent Redirect";
+  case 400: return "Bad Request";
+  case 401: return "Unauthorized";
+  case 403: return "Forbidden";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 408: return "Request Timeout";
+  case 409: return "Conflict";
+  case 411: return "Length Required";
+  case 413: return "Request Entity Too Large";
+  case 414: return "Request URI Too Long";
+  case 415: return "Unsupported Media Type";
+  case 429: return "Too Many Requests";
+  case 431: return "Request Header Fields Too Large";
+  case 500: return "Internal Server Error";
+  case 501: return "Not Implemented";
+  case 502: return "Bad Gateway";
+  case 503: return "Service Unavailable";
+  case 504: return "Gateway Timeout";
+  case 505: return "HTTP Version Not Supported";
+  default: return "";
+  }
+}
+
+static const char *date_header(h1loop *hl) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  if (ts.tv_sec != hl->date_sec) {
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(hl->date, sizeof(hl->date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    hl->date_sec = ts.tv_sec;
+  }
+  return hl->date;
+}
+
+int grace__req_serialize(grace_http_request *req, h1loop *hl,
+                         const char *body, size_t len, int close, char **out,
+                         uint32_t *outlen) {
+  int status = req->status;
+  int no_body = (status >= 100 && status < 200) || status == 204 ||
+                status == 304;
+  const char *ctype = "";
+  const char *conn = "";
+  char head[320];
+
+  if (status < 100 || status > 999)
+    status = 500;
+  if (len > 0 && !req->has_content_type && !no_body)
+    ctype = "Content-Type: text/plain; charset=utf-8\r\n";
+  if (close)
+    conn = "Connection: close\r\n";
+  else if (req->minor == 0)
+    conn = "Connection: keep-alive\r\n";
+  int hl_len;
+  if (no_body)
+    hl_len = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\nDate: %s\r\n%s",
+                      status, grace_http_status_text(status), date_header(hl),
+                      conn);
+  else
+    hl_len = snprintf(head, sizeof(head),
+                      "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Length: %zu\r\n"
+                      "%s%s",
+                      status, grace_http_status_text(status), date_header(hl),
+                      len, ctype, conn);
+  if (hl_len < 0 || (size_t)hl_len >= sizeof(head))
+    return GRACE_EINVAL;
+  size_t send_body = (req->is_head || no_body) ? 0 : len;
+  size_t total = (size_t)hl_len + req->resp_headers.len + 2 + send_body;
+  if (total > UINT32_MAX)
+    return GRACE_ERANGE;
+  char *buf = malloc(total);
+  if (buf == NULL)
+    return GRACE_ENOMEM;
+  char *p = buf;
+  memcpy(p, head, (size_t)hl_len);
+  p += hl_len;
+  if (req->resp_headers.len) {
+    memcpy(p, req->resp_headers.p, req->resp_headers.len);
+    p += req->resp_headers.len;
+  }
+  memcpy(p, "\r\n", 2);
+  p += 2;
+  if (send_body)
+    memcpy(p, body, send_body);
+  *out = buf;
+  *outlen = (uint32_t)total;
+  return 0;
+}
+
+/* ---- routing ------------------------------------------------------------ */
+
+void grace__route(grace_http_request *req) {
+  grace_http_server *srv = req->srv;
+  const char *path = grace_http_request_path(req);
+  size_t plen = strlen(path);
+  const route *best = NULL;
+  for (size_t i = 0; i < srv->nroutes; i++) {
+    const route *r = &srv->routes[i];
+    int match = r->subtree ? (plen >= r->len && memcmp(path, r->pattern,
+                                                       r->len) == 0)
+                           : (plen == r->len && memcmp(path, r->pattern,
+                                                       r->len) == 0);
+    if (match && (best == NULL || r->len > best->len))
+      best = r;
+  }
+  if (best == NULL) {
+    static const char nf[] = "404 page not found\n";
+    grace_http_respond(req, 404, nf, sizeof(nf) - 1);
+    return;
+  }
+  best->handler(req, best->data);
+}

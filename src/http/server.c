@@ -1,0 +1,465 @@
+/*
+ * The HTTP server's face: options, routes, listeners, threads, and the
+ * coordination of shutdown and close across the loops.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "grace/signal.h"
+#include "http/internal.h"
+
+const char *grace_conn_state_name(grace_conn_state state) {
+  switch (state) {
+  case GRACE_CONN_NEW: return "new";
+  case GRACE_CONN_ACTIVE: return "active";
+  case GRACE_CONN_IDLE: return "idle";
+  case GRACE_CONN_CLOSED: return "closed";
+  }
+  return "unknown";
+}
+
+void grace_http_options_init(grace_http_options *opts) {
+  memset(opts, 0, sizeof(*opts));
+  opts->read_header_timeout = 10 * GRACE_SECOND;
+  opts->idle_timeout = 120 * GRACE_SECOND;
+  opts->max_header_bytes = 64 * 1024;
+  opts->max_body_bytes = 1024 * 1024;
+  opts->backlog = 511;
+}
+
+/* ---- loop callbacks ----------------------------------------------------- */
+
+static void on_handoff(grace__loop *loop, grace__post *post) {
+  h1conn *c = grace__container_of(post, h1conn, handoff);
+  grace__h1_adopt(loop->data, c);
+}
+
+static void on_accept(grace__listener *l, int fd) {
+  grace_http_server *srv = l->data;
+  h1conn *c;
+
+  atomic_fetch_add(&srv->nconns, 1);
+  atomic_fetch_add(&srv->st_accepted, 1);
+  c = grace__h1_conn_new(srv, fd);
+  if (c == NULL) {
+    close(fd);
+    grace__h1_conn_dec(srv);
+    return;
+  }
+  unsigned i = atomic_fetch_add(&srv->next_loop, 1) % srv->set.n;
+  grace__loop *target = &srv->set.loops[i];
+  if (target == l->loop) {
+    grace__h1_adopt(target->data, c);
+  } else {
+    c->handoff.fn = on_handoff;
+    grace__loop_post(target, &c->handoff);
+  }
+}
+
+static int on_open(grace__loop *loop) {
+  grace_http_server *srv = loop->set->data;
+  h1loop *hl = &srv->hls[loop->index];
+  loop->data = hl;
+  hl->loop = loop;
+  grace__loop_tlist_set(loop, TL_HEADER,
+                        (uint64_t)(srv->opts.read_header_timeout /
+                                   GRACE_MILLISECOND));
+  grace__loop_tlist_set(loop, TL_IDLE,
+                        (uint64_t)(srv->opts.idle_timeout / GRACE_MILLISECOND));
+  grace__loop_tlist_set(loop, TL_LINGER, LINGER_MS);
+  if (loop->index != 0)
+    return 0;
+  for (unsigned i = 0; i < srv->nlisteners; i++) {
+    int rv = grace__listener_start(&srv->listeners[i], loop,
+                                   srv->listen_fds[i], on_accept, srv);
+    if (rv != 0)
+      return rv;
+  }
+  return 0;
+}
+
+static void close_listeners(grace_http_server *srv, int drain) {
+  for (unsigned i = 0; i < srv->nlisteners; i++)
+    grace__listener_close(&srv->listeners[i], drain);
+  pthread_mutex_lock(&srv->lock);
+  atomic_store(&srv->listeners_closed, 1);
+  pthread_cond_broadcast(&srv->cond);
+  pthread_mutex_unlock(&srv->lock);
+}
+
+static void on_events(grace__loop *loop, unsigned bits) {
+  h1loop *hl = loop->data;
+  grace_http_server *srv = hl->srv;
+
+  if ((bits & EV_SHUTDOWN) && !hl->shutting_down) {
+    hl->shutting_down = 1;
+    if (loop->index == 0) {
+      close_listeners(srv, 1);
+      grace__h1_check_drained(srv);
+    }
+    grace__h1_shutdown(hl);
+  }
+  if ((bits & EV_CLOSE) && !hl->closing) {
+    if (loop->index == 0 && !atomic_load(&srv->listeners_closed))
+      close_listeners(srv, 0);
+    int cut = grace__h1_close_all(hl);
+    pthread_mutex_lock(&srv->lock);
+    srv->cut += cut;
+    srv->loops_acked++;
+    pthread_cond_broadcast(&srv->cond);
+    pthread_mutex_unlock(&srv->lock);
+  }
+}
+
+static void on_expire(grace__loop *loop, unsigned list, grace__tnode *node) {
+  grace__h1_expire(loop->data, list, node);
+}
+
+static void on_stop(grace__loop *loop) {
+  h1loop *hl = loop->data;
+  if (loop->index == 0 && !atomic_load(&hl->srv->listeners_closed))
+    close_listeners(hl->srv, 0);
+  grace__h1_close_all(hl);
+}
+
+/* ---- construction ------------------------------------------------------- */
+
+int grace_http_server_new(const grace_http_options *opts,
+                          grace_http_server **out) {
+  grace_http_server *srv;
+  int rv;
+
+  if (out == NULL)
+    return GRACE_EINVAL;
+  srv = calloc(1, sizeof(*srv));
+  if (srv == NULL)
+    return GRACE_ENOMEM;
+  if (opts != NULL)
+    srv->opts = *opts;
+  else
+    grace_http_options_init(&srv->opts);
+  if (srv->opts.read_header_timeout < 0 || srv->opts.idle_timeout < 0 ||
+      srv->opts.max_header_bytes < 256 ||
+      srv->opts.max_header_bytes > (1u << 30) ||
+      srv->opts.max_body_bytes > (1u << 30) || srv->opts.backlog < 0) {
+    free(srv);
+    return GRACE_EINVAL;
+  }
+  if (srv->opts.loops == 0) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    srv->opts.loops = n > 0 ? (unsigned)n : 1;
+  }
+  if (srv->opts.loops > 256) {
+    free(srv);
+    return GRACE_EINVAL;
+  }
+  grace_ignore_sigpipe();
+  srv->drained_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (srv->drained_fd < 0) {
+    rv = -errno;
+    goto fail_srv;
+  }
+  rv = grace_ctx_with_cancel(grace_ctx_background(), &srv->shutdown_ctx);
+  if (rv != 0)
+    goto fail_fd;
+  rv = grace_ctx_with_cancel(grace_ctx_background(), &srv->force_ctx);
+  if (rv != 0)
+    goto fail_shutdown_ctx;
+  srv->hls = calloc(srv->opts.loops, sizeof(*srv->hls));
+  if (srv->hls == NULL) {
+    rv = GRACE_ENOMEM;
+    goto fail_force_ctx;
+  }
+  pthread_mutex_init(&srv->lock, NULL);
+  pthread_cond_init(&srv->cond, NULL);
+  *out = srv;
+  return 0;
+
+fail_force_ctx:
+  grace_ctx_unref(srv->force_ctx);
+fail_shutdown_ctx:
+  grace_ctx_unref(srv->shutdown_ctx);
+fail_fd:
+  close(srv->drained_fd);
+fail_srv:
+  free(srv);
+  return rv;
+}
+
+int grace_http_server_handle(grace_http_server *srv, const char *pattern,
+                             grace_http_handler handler, void *data) {
+  if (srv == NULL || pattern == NULL || pattern[0] != '/' || handler == NULL)
+    return GRACE_EINVAL;
+  if (atomic_load(&srv->started))
+    return GRACE_ESTATE;
+  route *routes = realloc(srv->routes, (srv->nroutes + 1) * sizeof(*routes));
+  if (routes == NULL)
+    return GRACE_ENOMEM;
+  srv->routes = routes;
+  route *r = &routes[srv->nroutes];
+  r->pattern = strdup(pattern);
+  if (r->pattern == NULL)
+    return GRACE_ENOMEM;
+  r->len = strlen(pattern);
+  r->subtree = pattern[r->len - 1] == '/';
+  r->handler = handler;
+  r->data = data;
+  srv->nroutes++;
+  return 0;
+}
+
+static int add_listen_fd(grace_http_server *srv, int fd) {
+  unsigned n = srv->nlisteners + 1;
+  int *fds = realloc(srv->listen_fds, n * sizeof(*fds));
+  if (fds == NULL)
+    return GRACE_ENOMEM;
+  srv->listen_fds = fds;
+  int *ports = realloc(srv->ports, n * sizeof(*ports));
+  if (ports == NULL)
+    return GRACE_ENOMEM;
+  srv->ports = ports;
+  fds[n - 1] = fd;
+  ports[n - 1] = grace__socket_port(fd);
+  srv->nlisteners = n;
+  return 0;
+}
+
+int grace_http_server_listen(grace_http_server *srv, const char *addr) {
+  int fd, rv;
+  if (srv == NULL || addr == NULL)
+    return GRACE_EINVAL;
+  if (atomic_load(&srv->started))
+    return GRACE_ESTATE;
+  rv = grace__listen(addr, srv->opts.backlog, &fd);
+  if (rv != 0)
+    return rv;
+  rv = add_listen_fd(srv, fd);
+  if (rv != 0)
+    close(fd);
+  return rv;
+}
+
+int grace_http_server_listen_fd(grace_http_server *srv, int fd) {
+  if (srv == NULL)
+    return GRACE_EINVAL;
+  if (atomic_load(&srv->started))
+    return GRACE_ESTATE;
+  int rv = grace__adopt_listen_fd(fd);
+  if (rv != 0)
+    return rv;
+  return add_listen_fd(srv, fd);
+}
+
+int grace_http_server_port(grace_http_server *srv, unsigned index) {
+  if (srv == NULL || index >= srv->nlisteners)
+    return GRACE_EINVAL;
+  return srv->ports[index];
+}
+
+int grace_http_server_on_shutdown(grace_http_server *srv, grace_http_cb fn,
+                                  void *data) {
+  if (srv == NULL || fn == NULL)
+    return GRACE_EINVAL;
+  pthread_mutex_lock(&srv->lock);
+  hook *hooks = realloc(srv->hooks, (srv->nhooks + 1) * sizeof(*hooks));
+  if (hooks == NULL) {
+    pthread_mutex_unlock(&srv->lock);
+    return GRACE_ENOMEM;
+  }
+  srv->hooks = hooks;
+  hooks[srv->nhooks].fn = fn;
+  hooks[srv->nhooks].data = data;
+  srv->nhooks++;
+  pthread_mutex_unlock(&srv->lock);
+  return 0;
+}
+
+int grace_http_server_start(grace_http_server *srv) {
+  static const grace__loop_callbacks cbs = {
+      .on_events = on_events,
+      .on_expire = on_expire,
+      .on_open = on_open,
+      .on_stop = on_stop,
+  };
+  int rv;
+
+  if (srv == NULL)
+    return GRACE_EINVAL;
+  if (srv->nlisteners == 0 || atomic_load(&srv->started))
+    return GRACE_ESTATE;
+  srv->listeners = calloc(srv->nlisteners, sizeof(*srv->listeners));
+  if (srv->listeners == NULL)
+    return GRACE_ENOMEM;
+  for (unsigned i = 0; i < srv->opts.loops; i++) {
+    h1loop *hl = &srv->hls[i];
+    hl->srv = srv;
+    grace__list_init(&hl->conns);
+    hl->rbuf = malloc(READ_BUF_SIZE);
+    if (hl->rbuf == NULL) {
+      rv = GRACE_ENOMEM;
+      goto fail;
+    }
+  }
+  rv = grace__loopset_init(&srv->set, srv->opts.loops, &cbs, srv);
+  if (rv != 0)
+    goto fail;
+  rv = grace__loopset_start(&srv->set);
+  if (rv != 0) {
+    grace__loopset_free(&srv->set);
+    goto fail;
+  }
+  /* The listeners own their descriptors now. */
+  for (unsigned i = 0; i < srv->nlisteners; i++)
+    srv->listen_fds[i] = -1;
+  atomic_store(&srv->started, 1);
+  return 0;
+
+fail:
+  for (unsigned i = 0; i < srv->opts.loops; i++) {
+    free(srv->hls[i].rbuf);
+    srv->hls[i].rbuf = NULL;
+  }
+  free(srv->listeners);
+  srv->listeners = NULL;
+  return rv;
+}
+
+/* ---- shutdown and close ------------------------------------------------- */
+
+int grace_http_server_shutdown_begin(grace_http_server *srv,
+                                     grace_http_cb drained, void *data) {
+  if (srv == NULL)
+    return GRACE_EINVAL;
+  if (!atomic_load(&srv->started))
+    return GRACE_ESTATE;
+  pthread_mutex_lock(&srv->lock);
+  if (atomic_load(&srv->shutdown)) {
+    pthread_mutex_unlock(&srv->lock);
+    return GRACE_ESHUTDOWN;
+  }
+  srv->drained_cb = drained;
+  srv->drained_data = data;
+  atomic_store(&srv->shutdown, 1);
+  pthread_mutex_unlock(&srv->lock);
+
+  grace_ctx_cancel(srv->shutdown_ctx);
+  for (unsigned i = 0; i < srv->set.n; i++)
+    grace__loop_raise(&srv->set.loops[i], EV_SHUTDOWN);
+
+  /* Like Go, Shutdown returns to its caller only once the listeners are
+   * closed: from here on a new connection is refused. */
+  pthread_mutex_lock(&srv->lock);
+  while (!atomic_load(&srv->listeners_closed))
+    pthread_cond_wait(&srv->cond, &srv->lock);
+  size_t nhooks = srv->nhooks;
+  pthread_mutex_unlock(&srv->lock);
+  for (size_t i = 0; i < nhooks; i++)
+    srv->hooks[i].fn(srv, srv->hooks[i].data);
+  return 0;
+}
+
+int grace_http_server_shutdown(grace_http_server *srv, grace_ctx *ctx) {
+  int rv = grace_http_server_shutdown_begin(srv, NULL, NULL);
+  if (rv != 0 && rv != GRACE_ESHUTDOWN)
+    return rv;
+  struct pollfd fds[2];
+  int nfds = 1;
+  fds[0].fd = srv->drained_fd;
+  fds[0].events = POLLIN;
+  if (ctx != NULL) {
+    int dfd = grace_ctx_done_fd(ctx);
+    if (dfd < 0)
+      return dfd;
+    fds[1].fd = dfd;
+    fds[1].events = POLLIN;
+    nfds = 2;
+  }
+  for (;;) {
+    if (atomic_load(&srv->drained))
+      return 0;
+    if (ctx != NULL && grace_ctx_err(ctx) != 0)
+      return grace_ctx_err(ctx);
+    /* Both descriptors are level-triggered and never drained, so one
+     * wake-up is enough: no polling interval. */
+    if (poll(fds, (nfds_t)nfds, -1) < 0 && errno != EINTR)
+      return -errno;
+  }
+}
+
+int grace_http_server_drained_fd(grace_http_server *srv) {
+  return srv->drained_fd;
+}
+
+int grace_http_server_close(grace_http_server *srv) {
+  if (srv == NULL || !atomic_load(&srv->started))
+    return 0;
+  if (atomic_exchange(&srv->closed, 1))
+    return 0;
+  grace_ctx_cancel(srv->shutdown_ctx);
+  grace_ctx_cancel(srv->force_ctx);
+  pthread_mutex_lock(&srv->lock);
+  srv->loops_acked = 0;
+  srv->cut = 0;
+  pthread_mutex_unlock(&srv->lock);
+  for (unsigned i = 0; i < srv->set.n; i++)
+    grace__loop_raise(&srv->set.loops[i], EV_CLOSE);
+  pthread_mutex_lock(&srv->lock);
+  while (srv->loops_acked < srv->set.n)
+    pthread_cond_wait(&srv->cond, &srv->lock);
+  int cut = srv->cut;
+  pthread_mutex_unlock(&srv->lock);
+  return cut;
+}
+
+void grace_http_server_free(grace_http_server *srv) {
+  if (srv == NULL)
+    return;
+  if (atomic_load(&srv->started)) {
+    grace_http_server_close(srv);
+    grace__loopset_stop(&srv->set);
+    grace__loopset_free(&srv->set);
+  }
+  for (unsigned i = 0; i < srv->nlisteners; i++)
+    if (srv->listen_fds[i] >= 0)
+      close(srv->listen_fds[i]);
+  for (unsigned i = 0; i < srv->opts.loops; i++)
+    free(srv->hls[i].rbuf);
+  for (size_t i = 0; i < srv->nroutes; i++)
+    free(srv->routes[i].pattern);
+  free(srv->routes);
+  free(srv->hooks);
+  free(srv->listen_fds);
+  free(srv->ports);
+  free(srv->listeners);
+  free(srv->hls);
+  grace_ctx_unref(srv->shutdown_ctx);
+  grace_ctx_unref(srv->force_ctx);
+  close(srv->drained_fd);
+  pthread_cond_destroy(&srv->cond);
+  pthread_mutex_destroy(&srv->lock);
+  free(srv);
+}
+
+grace_ctx *grace_http_server_shutdown_ctx(grace_http_server *srv) {
+  return srv->shutdown_ctx;
+}
+
+void grace_http_server_stats(grace_http_server *srv, grace_http_stats *out) {
+  memset(out, 0, sizeof(*out));
+  out->conns_accepted = atomic_load(&srv->st_accepted);
+  long open = atomic_load(&srv->nconns);
+  out->conns_open = open > 0 ? (uint64_t)open : 0;
+  out->conns_active = atomic_load(&srv->st_active);
+  out->conns_idle = atomic_load(&srv->st_idle);
+  out->requests_total = atomic_load(&srv->st_requests);
+  out->requests_inflight = atomic_load(&srv->st_inflight);
+  out->requests_cut = atomic_load(&srv->st_cut);
+  out->idle_closed_on_shutdown = atomic_load(&srv->st_idle_closed);
+  if (srv->listeners != NULL)
+    for (unsigned i = 0; i < srv->nlisteners; i++)
+      out->accept_backoffs += atomic_load(&srv->listeners[i].backoffs);
+}
