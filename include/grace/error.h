@@ -44,14 +44,18 @@ extern "C" {
 /*
  * Returns a static, human readable message for |err|.  GRACE_ECANCELED and
  * GRACE_ETIMEDOUT print as Go's context errors ("context canceled",
- * "context deadline exceeded"); other errno codes print as strerror(3) does.
- * Never returns NULL; an unknown code gives "unknown error".
+ * "context deadline exceeded"); other negated errno codes, named above or
+ * not, print as strerror(3) does ("Invalid argument").  0 gives "success".
+ * Never returns NULL; an unknown code, or a positive one, gives
+ * "unknown error".  Thread-safe: the text is static and never rewritten.
  */
 GRACE_EXTERN const char *grace_strerror(int err);
 
 /*
- * Returns the symbolic name of |err| ("GRACE_ETIMEDOUT", "GRACE_EINVAL"...),
- * or "GRACE_EUNKNOWN".  Never returns NULL.
+ * Returns the symbolic name of |err| ("GRACE_ETIMEDOUT", "GRACE_EINVAL"...)
+ * for each code defined above, or "GRACE_EUNKNOWN" for any other value
+ * (0, and errno codes this header does not name, included).  Never returns
+ * NULL; thread-safe.
  */
 GRACE_EXTERN const char *grace_err_name(int err);
 
