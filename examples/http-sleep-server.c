@@ -1,0 +1,209 @@
+/*
+ * http-sleep-server: the seed's HTTP example, in C with grace.
+ *
+ *   GET /sleep?duration=5s   sleeps that long (without blocking anything
+ *                            else), then answers "Welcome HTTP Server";
+ *                            a bad duration answers 400 with Go's error
+ *   GET /                    "Hello, World!\n" (a fixed body for benchmarks)
+ *
+ * The first SIGINT/SIGTERM shuts the server down gracefully within
+ * -shutdown-timeout; a second one exits at once with status 1.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grace/context.h"
+#include "grace/duration.h"
+#include "grace/flags.h"
+#include "grace/http.h"
+#include "grace/log.h"
+#include "grace/signal.h"
+
+static const char welcome[] = "Welcome HTTP Server";
+
+/* A /sleep request waiting for its timer. */
+typedef struct sleeper {
+  uv_timer_t timer;
+  grace_http_request *req;
+} sleeper;
+
+static void sleeper_closed(uv_handle_t *handle) { free(handle->data); }
+
+static void on_wake(uv_timer_t *timer) {
+  sleeper *s = timer->data;
+  grace_http_respond(s->req, 200, welcome, sizeof(welcome) - 1);
+  uv_close((uv_handle_t *)&s->timer, sleeper_closed);
+}
+
+/* The client went away or the server is being closed: stop sleeping. */
+static void on_cancel(grace_http_request *req, void *data) {
+  sleeper *s = data;
+  uv_timer_stop(&s->timer);
+  grace_http_request_abandon(req);
+  uv_close((uv_handle_t *)&s->timer, sleeper_closed);
+}
+
+/* Go's http.Error: the message and a newline, as plain text. */
+static void http_error(grace_http_request *req, const char *msg, int status) {
+  char body[512];
+  int n = snprintf(body, sizeof(body), "%s\n", msg);
+  if (n < 0 || (size_t)n >= sizeof(body))
+    n = (int)sizeof(body) - 1;
+  grace_http_response_header(req, "X-Content-Type-Options", "nosniff");
+  grace_http_respond(req, status, body, (size_t)n);
+}
+
+static void handle_sleep(grace_http_request *req, void *data) {
+  char value[128], err[256];
+  grace_duration d;
+  (void)data;
+
+  int n = grace_http_request_query(req, "duration", value, sizeof(value));
+  if (n == GRACE_ENOENT) {
+    value[0] = '\0';
+  } else if (n < 0) {
+    grace_http_respond(req, 500, NULL, 0);
+    return;
+  }
+  /* A value longer than the buffer is not a valid duration anyway, but
+   * the error must quote it whole, as Go does. */
+  char *text = value;
+  if (n >= (int)sizeof(value)) {
+    text = malloc((size_t)n + 1);
+    if (text == NULL) {
+      grace_http_respond(req, 500, NULL, 0);
+      return;
+    }
+    grace_http_request_query(req, "duration", text, (size_t)n + 1);
+  }
+  int rv = grace_duration_parse(text, &d, err, sizeof(err));
+  if (text != value)
+    free(text);
+  if (rv != 0) {
+    http_error(req, err, 400);
+    return;
+  }
+  if (d <= 0) {
+    grace_http_respond(req, 200, welcome, sizeof(welcome) - 1);
+    return;
+  }
+  sleeper *s = malloc(sizeof(*s));
+  if (s == NULL || uv_timer_init(grace_http_request_loop(req), &s->timer)) {
+    free(s);
+    grace_http_respond(req, 500, NULL, 0);
+    return;
+  }
+  s->req = req;
+  s->timer.data = s;
+  grace_http_request_on_cancel(req, on_cancel, s);
+  /* libuv timers count milliseconds: round up, never wake early. */
+  uint64_t ms = (uint64_t)((d + GRACE_MILLISECOND - 1) / GRACE_MILLISECOND);
+  uv_timer_start(&s->timer, on_wake, ms, 0);
+}
+
+static void handle_root(grace_http_request *req, void *data) {
+  static const char hello[] = "Hello, World!\n";
+  static const char nf[] = "404 page not found\n";
+  (void)data;
+  if (strcmp(grace_http_request_path(req), "/") != 0) {
+    grace_http_response_header(req, "X-Content-Type-Options", "nosniff");
+    grace_http_respond(req, 404, nf, sizeof(nf) - 1);
+    return;
+  }
+  grace_http_respond(req, 200, hello, sizeof(hello) - 1);
+}
+
+static void on_listeners_closed(grace_http_server *srv, void *data) {
+  (void)srv;
+  (void)data;
+  grace_log("Stopped serving new connections");
+}
+
+int main(int argc, char **argv) {
+  const char *addr = ":8000";
+  grace_duration shutdown_timeout = 10 * GRACE_SECOND;
+  grace_http_options opts;
+  grace_http_server *srv;
+  grace_ctx *ctx;
+  int64_t loops = 0, max_header = 0, max_body = 0;
+  int rv, code = 0;
+
+  grace_http_options_init(&opts);
+  max_header = (int64_t)opts.max_header_bytes;
+  max_body = (int64_t)opts.max_body_bytes;
+
+  grace_flags *flags = grace_flags_new(argv[0]);
+  if (flags == NULL)
+    grace_log_fatal("out of memory");
+  grace_flags_string(flags, "addr", &addr, "listen address (host:port)");
+  grace_flags_duration(flags, "shutdown-timeout", &shutdown_timeout,
+                       "deadline of the graceful shutdown");
+  grace_flags_duration(flags, "read-header-timeout",
+                       &opts.read_header_timeout,
+                       "time allowed to read a request's headers");
+  grace_flags_duration(flags, "idle-timeout", &opts.idle_timeout,
+                       "how long a keep-alive connection may stay idle");
+  grace_flags_int(flags, "max-header-bytes", &max_header,
+                  "largest request head (431 above)");
+  grace_flags_int(flags, "max-body-bytes", &max_body,
+                  "largest request body (413 above)");
+  grace_flags_int(flags, "loops", &loops,
+                  "event-loop threads (0: one per core)");
+  grace_flags_parse_or_exit(flags, argc, argv);
+  grace_flags_free(flags);
+  if (loops < 0 || loops > 256 || max_header < 256 || max_body < 0) {
+    fprintf(stderr, "invalid -loops, -max-header-bytes or -max-body-bytes\n");
+    return 2;
+  }
+  opts.loops = (unsigned)loops;
+  opts.max_header_bytes = (size_t)max_header;
+  opts.max_body_bytes = (size_t)max_body;
+
+  grace_ctx *stop = grace_signal_context();
+
+  rv = grace_http_server_new(&opts, &srv);
+  if (rv != 0)
+    grace_log_fatal("HTTP server error: %s", grace_strerror(rv));
+  if ((rv = grace_http_server_handle(srv, "/sleep", handle_sleep, NULL)) ||
+      (rv = grace_http_server_handle(srv, "/", handle_root, NULL)) ||
+      (rv = grace_http_server_on_shutdown(srv, on_listeners_closed, NULL)))
+    grace_log_fatal("HTTP server error: %s", grace_strerror(rv));
+  rv = grace_http_server_listen(srv, addr);
+  if (rv == GRACE_EINVAL) {
+    /* A malformed -addr is a bad flag value: exit 2 like Go's flag. */
+    fprintf(stderr, "invalid value \"%s\" for flag -addr: address %s: %s\n",
+            addr, addr,
+            strchr(addr, ':') ? "invalid host or port"
+                              : "missing port in address");
+    grace_http_server_free(srv);
+    return 2;
+  }
+  if (rv != 0)
+    grace_log_fatal("HTTP server error: listen tcp %s: %s", addr,
+                    grace_strerror(rv));
+  rv = grace_http_server_start(srv);
+  if (rv != 0)
+    grace_log_fatal("HTTP server error: %s", grace_strerror(rv));
+
+  grace_ctx_wait(stop, -1);
+  grace_log("Shutdown Server...");
+
+  rv = grace_ctx_with_timeout(grace_ctx_background(), shutdown_timeout, &ctx);
+  if (rv != 0)
+    grace_log_fatal("HTTP server Shutdown: %s", grace_strerror(rv));
+  rv = grace_http_server_shutdown(srv, ctx);
+  if (rv != 0) {
+    /* Error from closing listeners, or context timeout. */
+    grace_log("HTTP server Shutdown: %s", grace_strerror(rv));
+    int cut = grace_http_server_close(srv);
+    grace_log("HTTP server closed: %d request(s) cut", cut);
+    code = 1;
+  } else {
+    grace_log("HTTP server graceful shutdown completed");
+  }
+  grace_ctx_cancel(ctx);
+  grace_ctx_unref(ctx);
+  grace_http_server_free(srv);
+  return code;
+}
