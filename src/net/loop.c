@@ -4,6 +4,7 @@
  */
 #include "net/loop.h"
 
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,12 +102,26 @@ int grace__loopset_start(grace__loopset *set) {
       }
     }
   }
+  /* Loop threads never take process signals (SIGINT, SIGTERM, SIGHUP...):
+   * they go to the application's threads, where the signal context's
+   * handler runs at once even under sanitizers that defer signals until
+   * the receiving thread makes a call they intercept. */
+  sigset_t all, old;
+  sigfillset(&all);
+  sigdelset(&all, SIGSEGV);
+  sigdelset(&all, SIGBUS);
+  sigdelset(&all, SIGFPE);
+  sigdelset(&all, SIGILL);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
   for (; running < set->n; running++) {
     rv = -pthread_create(&set->loops[running].thread, NULL, loop_thread,
                          &set->loops[running]);
     if (rv != 0)
-      goto fail;
+      break;
   }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rv != 0)
+    goto fail;
   set->started = 1;
   return 0;
 
