@@ -172,6 +172,7 @@ void grace__h1_check_drained(grace_http_server *srv);
 /* request.c */
 grace_http_request *grace__req_new(h1conn *c);
 void grace__req_free(grace_http_request *req);
+int grace__dbuf_reserve(dbuf *b, size_t n, size_t max);
 int grace__dbuf_append(dbuf *b, const void *p, size_t n, size_t max);
 void grace__dbuf_free(dbuf *b);
 int grace__req_serialize(grace_http_request *req, h1loop *hl,

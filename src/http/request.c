@@ -11,7 +11,7 @@
 
 /* ---- dbuf --------------------------------------------------------------- */
 
-int grace__dbuf_append(dbuf *b, const void *p, size_t n, size_t max) {
+int grace__dbuf_reserve(dbuf *b, size_t n, size_t max) {
   if (n > max || b->len > max - n)
     return GRACE_ERANGE;
   if (b->len + n > b->cap) {
@@ -24,6 +24,13 @@ int grace__dbuf_append(dbuf *b, const void *p, size_t n, size_t max) {
     b->p = np;
     b->cap = (uint32_t)cap;
   }
+  return 0;
+}
+
+int grace__dbuf_append(dbuf *b, const void *p, size_t n, size_t max) {
+  int rv = grace__dbuf_reserve(b, n, max);
+  if (rv != 0)
+    return rv;
   if (n > 0)
     memcpy(b->p + b->len, p, n);
   b->len += (uint32_t)n;
@@ -114,13 +121,18 @@ void grace__req_finish_head(grace_http_request *req) {
       return;
     }
   }
-  at = req->head.len;
-  if (grace__dbuf_append(&req->head, target, plen, max) != 0 ||
-      grace__dbuf_append(&req->head, "", 1, max) != 0 ||
-      grace__dbuf_append(&req->head, method, mlen + 1, max) != 0) {
+  /* The path is copied from the same buffer: reserve first, so the
+   * source does not move under the copy. */
+  if (grace__dbuf_reserve(&req->head, plen + 1 + mlen + 1, max) != 0) {
     req->error_status = 431;
     return;
   }
+  target = req->head.p;
+  at = req->head.len;
+  memcpy(req->head.p + at, target, plen);
+  req->head.p[at + plen] = '\0';
+  memcpy(req->head.p + at + plen + 1, method, mlen + 1);
+  req->head.len += (uint32_t)(plen + 1 + mlen + 1);
   long dl = unescape(req->head.p + at, plen, req->head.p + at, 0);
   if (dl < 0) {
     req->error_status = 400;
