@@ -1,0 +1,67 @@
+#!/bin/bash
+# Build what the HTTP benchmarks need, run the three of them, and write the
+# summary to stdout and bench/out/summary.txt.
+#
+#   1. ours: a Release build of the repo in build-bench/ (only the source
+#      dirs the HTTP server needs, only the http-sleep-server program, no
+#      tests), when src/http exists. If it does not build, the benchmarks run
+#      the peers alone and say that ours was skipped.
+#   2. the Go peer: go build of bench/go/http-sleep-server (GO111MODULE=off,
+#      GOCACHE under bench/out/go, no network).
+#   3. bench/http_throughput.sh, bench/shutdown_lag.py, bench/idle_conns.py.
+#
+# Environment: GRACE_BENCH_SRC_DIRS (default "core;net;http"),
+# GRACE_BENCH_SKIP_BUILD=1 to use build-bench/ as it is. Options after the
+# script name are not taken; run the scripts one by one to change theirs.
+# Total time: about 2 minutes on 2 cores.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+out=${GRACE_BENCH_OUT:-$here/out}
+mkdir -p "$out/logs"
+summary=$out/summary.txt
+status=0
+
+if [[ ${GRACE_BENCH_SKIP_BUILD:-0} != 1 ]]; then
+  if [[ -d $repo/src/http ]]; then
+    echo "building ours (Release) in $repo/build-bench ..." >&2
+    if cmake -S "$repo" -B "$repo/build-bench" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+          -DGRACE_SANITIZE=OFF -DGRACE_TSAN=OFF \
+          "-DGRACE_SRC_DIRS=${GRACE_BENCH_SRC_DIRS:-core;net;http}" \
+          '-DGRACE_TEST_FILTER=^http-sleep-server$' >"$out/logs/cmake.log" 2>&1 &&
+       cmake --build "$repo/build-bench" -j2 --target http-sleep-server >>"$out/logs/cmake.log" 2>&1; then
+      echo "built $repo/build-bench/examples/http-sleep-server" >&2
+    else
+      echo "ours did not build (see $out/logs/cmake.log); the benchmarks run without it" >&2
+      rm -f "$repo/build-bench/examples/http-sleep-server"
+    fi
+  else
+    echo "src/http does not exist yet: no build of ours" >&2
+  fi
+fi
+/usr/bin/python3 "$here/benchlib.py" build-go >/dev/null || { echo "go build failed" >&2; exit 1; }
+
+{
+  echo "grace HTTP benchmarks, $(date -u '+%Y-%m-%d %H:%M:%S UTC'), $(nproc) cores, $(uname -r)"
+  echo "ours:  $(/usr/bin/python3 "$here/benchlib.py" find-ours 2>&1 || echo 'not built (skipped)')"
+  echo "go:    $(go version)"
+  echo "nginx: $(/usr/sbin/nginx -v 2>&1)"
+  echo
+} | tee "$summary"
+
+for cmd in "$here/http_throughput.sh" "/usr/bin/python3 $here/shutdown_lag.py" \
+           "/usr/bin/python3 $here/idle_conns.py"; do
+  name=$(basename "${cmd##* }")
+  echo "== $name" >&2
+  # Per-round progress goes to stderr (and the log); the tables to stdout.
+  $cmd 2> >(tee "$out/logs/$name.stderr" >&2) | tee -a "$summary"
+  rc=${PIPESTATUS[0]}
+  if [[ $rc != 0 ]]; then
+    echo "($name exited with status $rc: see $out/logs/$name.stderr)" | tee -a "$summary"
+    status=1
+  fi
+  echo | tee -a "$summary"
+done
+echo "summary written to $summary" >&2
+exit $status
