@@ -12,5 +12,6 @@
 #include "grace/http.h"
 #include "grace/log.h"
 #include "grace/signal.h"
+#include "grace/worker.h"
 
 #endif /* GRACE_GRACE_H */
