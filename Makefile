@@ -9,7 +9,7 @@ JOBS ?= $(shell nproc)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # What building and testing need.
-DEBS := cmake make gcc clang pkg-config libuv1-dev node-llhttp libcmocka-dev protobuf-c-compiler libprotobuf-c-dev \
+DEBS := cmake make gcc clang pkg-config libuv1-dev libnghttp2-dev node-llhttp libcmocka-dev protobuf-c-compiler libprotobuf-c-dev \
         libclang-rt-14-dev curl valgrind python3 ca-certificates
 # What bench/ needs on top (the peers).
 BENCH_DEBS := wrk nginx-light golang-go haproxy nghttp2-client

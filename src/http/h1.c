@@ -19,7 +19,6 @@
 #include "http/internal.h"
 
 static void on_poll(uv_poll_t *handle, int status, int events);
-static void conn_close(h1conn *c);
 static void parse(h1conn *c, const char *data, size_t n, int from_pending);
 static void send_error(h1conn *c, int status);
 
@@ -29,7 +28,7 @@ static void send_error(h1conn *c, int status);
 
 /* ---- state and bookkeeping -------------------------------------------- */
 
-static void set_state(h1conn *c, grace_conn_state st) {
+void grace__conn_set_state(h1conn *c, grace_conn_state st) {
   grace_http_server *srv = c->hl->srv;
   if (c->state == st)
     return;
@@ -71,7 +70,7 @@ void grace__h1_conn_dec(grace_http_server *srv) {
 
 void grace__h1_check_drained(grace_http_server *srv) { maybe_drained(srv); }
 
-static void poll_set(h1conn *c, int events) {
+void grace__conn_poll(h1conn *c, int events) {
   if (c->flags & CF_CLOSED)
     return;
   if (events == c->events)
@@ -83,7 +82,7 @@ static void poll_set(h1conn *c, int events) {
     uv_poll_start(&c->poll, events, on_poll);
 }
 
-static void conn_free(h1conn *c) {
+void grace__conn_free(h1conn *c) {
   grace_http_server *srv = c->hl->srv;
   grace__list_unlink(&c->link);
   if (c->req != NULL)
@@ -97,13 +96,13 @@ static void conn_free(h1conn *c) {
 static void on_conn_closed(uv_handle_t *handle) {
   h1conn *c = handle->data;
   c->flags |= CF_CLOSED;
-  if (!(c->flags & CF_IN_HANDLER))
-    conn_free(c);
+  if (!(c->flags & CF_IN_HANDLER) && c->nreqs == 0)
+    grace__conn_free(c);
 }
 
 /* Tells the handler holding the request that it is cancelled.  The cancel
  * callback may answer (and free) the request, so nothing touches it after. */
-static void req_cancel(grace_http_request *req) {
+void grace__req_cancel(grace_http_request *req) {
   if (req->cancelled)
     return;
   req->cancelled = 1;
@@ -114,12 +113,12 @@ static void req_cancel(grace_http_request *req) {
     req->on_cancel(req, req->on_cancel_data);
 }
 
-static int conn_closing(const h1conn *c) {
+int grace__conn_closing(const h1conn *c) {
   return c->fd < 0;
 }
 
-static void conn_close(h1conn *c) {
-  if (conn_closing(c))
+void grace__conn_close(h1conn *c) {
+  if (grace__conn_closing(c))
     return;
   grace__loop_tlist_remove(c->hl->loop, &c->timeout);
   /* uv_close unregisters the descriptor synchronously, so it can be
@@ -127,9 +126,11 @@ static void conn_close(h1conn *c) {
   uv_close((uv_handle_t *)&c->poll, on_conn_closed);
   close(c->fd);
   c->fd = -1;
-  set_state(c, GRACE_CONN_CLOSED);
+  grace__conn_set_state(c, GRACE_CONN_CLOSED);
+  if (c->h2 != NULL)
+    grace__h2c_teardown(c); /* cancels the requests of open streams */
   if ((c->flags & CF_IN_HANDLER) && c->req != NULL)
-    req_cancel(c->req);
+    grace__req_cancel(c->req);
 }
 
 /* ---- adoption ----------------------------------------------------------- */
@@ -162,16 +163,16 @@ void grace__h1_adopt(h1loop *hl, h1conn *c) {
   llhttp_init(&c->parser, HTTP_REQUEST, h1_settings());
   c->parser.data = c;
   grace__list_push(&hl->conns, &c->link);
-  c->state = GRACE_CONN_CLOSED; /* so set_state reports NEW */
-  set_state(c, GRACE_CONN_NEW);
+  c->state = GRACE_CONN_CLOSED; /* so grace__conn_set_state reports NEW */
+  grace__conn_set_state(c, GRACE_CONN_NEW);
   grace__loop_tlist_add(hl->loop, TL_HEADER, &c->timeout);
-  poll_set(c, UV_READABLE);
+  grace__conn_poll(c, UV_READABLE);
   if (hl->shutting_down) {
     /* Accepted while draining: serve what it already sent, else close. */
     try_read(c);
-    if (!conn_closing(c) && c->req == NULL) {
+    if (!grace__conn_closing(c) && c->req == NULL && c->h2 == NULL) {
       atomic_fetch_add(&hl->srv->st_idle_closed, 1);
-      conn_close(c);
+      grace__conn_close(c);
     }
   }
 }
@@ -188,7 +189,7 @@ static void linger_close(h1conn *c) {
   c->flags &= (uint16_t)~CF_READ_PAUSED;
   grace__dbuf_free(&c->pending);
   grace__loop_tlist_add(c->hl->loop, TL_LINGER, &c->timeout);
-  poll_set(c, UV_READABLE);
+  grace__conn_poll(c, UV_READABLE);
 }
 
 static void write_done(h1conn *c) {
@@ -197,6 +198,10 @@ static void write_done(h1conn *c) {
   c->wbuf = NULL;
   c->wlen = c->woff = 0;
   c->flags &= (uint16_t)~CF_WRITING;
+  if (c->h2 != NULL) {
+    grace__h2c_write_done(c);
+    return;
+  }
   if (c->req != NULL) {
     grace__req_free(c->req);
     c->req = NULL;
@@ -209,7 +214,7 @@ static void write_done(h1conn *c) {
     if (c->pending.len > 0 || llhttp_get_errno(&c->parser) != HPE_OK)
       linger_close(c);
     else
-      conn_close(c);
+      grace__conn_close(c);
     return;
   }
   if (c->flags & CF_READ_PAUSED)
@@ -220,12 +225,12 @@ static void write_done(h1conn *c) {
   }
   if (hl->shutting_down) {
     atomic_fetch_add(&hl->srv->st_idle_closed, 1);
-    conn_close(c);
+    grace__conn_close(c);
     return;
   }
-  set_state(c, GRACE_CONN_IDLE);
+  grace__conn_set_state(c, GRACE_CONN_IDLE);
   grace__loop_tlist_add(hl->loop, TL_IDLE, &c->timeout);
-  poll_set(c, UV_READABLE);
+  grace__conn_poll(c, UV_READABLE);
 }
 
 static void do_write(h1conn *c) {
@@ -236,12 +241,12 @@ static void do_write(h1conn *c) {
       if (errno == EINTR)
         continue;
       if (errno == EAGAIN) {
-        poll_set(c, UV_READABLE | UV_WRITABLE);
+        grace__conn_poll(c, UV_READABLE | UV_WRITABLE);
         return;
       }
       /* The client is gone; the response cannot be delivered. */
       c->flags &= (uint16_t)~CF_WRITING;
-      conn_close(c);
+      grace__conn_close(c);
       return;
     }
     c->woff += (uint32_t)n;
@@ -266,15 +271,19 @@ void grace__h1_finish(grace_http_request *req) {
   uint32_t outlen;
 
   atomic_fetch_sub(&hl->srv->st_inflight, 1);
+  if (req->is_h2) {
+    grace__h2c_answer(req);
+    return;
+  }
   c->flags &= (uint16_t)~CF_IN_HANDLER;
-  if (conn_closing(c)) {
+  if (grace__conn_closing(c)) {
     /* Cancelled: the client went away or the server was closed. */
     if (c->flags & CF_CLOSED)
-      conn_free(c); /* frees req too */
+      grace__conn_free(c); /* frees req too */
     return;
   }
   if (req->abandoned) {
-    conn_close(c);
+    grace__conn_close(c);
     return;
   }
   /* During shutdown the last response carries Connection: close; a
@@ -284,7 +293,7 @@ void grace__h1_finish(grace_http_request *req) {
   const char *body = req->resp_body;
   if (grace__req_serialize(req, hl, body, req->resp_len, close, &out,
                            &outlen) != 0) {
-    conn_close(c);
+    grace__conn_close(c);
     return;
   }
   if (close)
@@ -352,12 +361,12 @@ static void continue_pending(h1conn *c) {
   static _Thread_local int depth;
   if (depth >= MAX_DEPTH) {
     /* Resume through the poll: a writable socket wakes us at once. */
-    poll_set(c, UV_READABLE | UV_WRITABLE);
+    grace__conn_poll(c, UV_READABLE | UV_WRITABLE);
     return;
   }
   (void)hl;
   depth++;
-  set_state(c, GRACE_CONN_ACTIVE);
+  grace__conn_set_state(c, GRACE_CONN_ACTIVE);
   parse(c, c->pending.p, c->pending.len, 1);
   depth--;
 }
@@ -367,16 +376,16 @@ static void on_eof(h1conn *c) {
   if (c->flags & CF_IN_HANDLER) {
     /* Go cancels the request context when the client closes; the handler
      * decides whether to finish. */
-    poll_set(c, c->events & ~UV_READABLE);
+    grace__conn_poll(c, c->events & ~UV_READABLE);
     if (c->req != NULL)
-      req_cancel(c->req);
+      grace__req_cancel(c->req);
     return;
   }
   if (c->flags & CF_WRITING) {
-    poll_set(c, c->events & ~UV_READABLE);
+    grace__conn_poll(c, c->events & ~UV_READABLE);
     return;
   }
-  conn_close(c);
+  grace__conn_close(c);
 }
 
 /* Reads once from the socket and acts on what arrived. */
@@ -384,12 +393,22 @@ static void try_read(h1conn *c) {
   h1loop *hl = c->hl;
   ssize_t n;
 
+  if (c->h2 != NULL) {
+    do
+      n = read(c->fd, hl->rbuf, READ_BUF_SIZE);
+    while (n < 0 && errno == EINTR);
+    if (n > 0)
+      grace__h2c_read(c, hl->rbuf, (size_t)n);
+    else if (n == 0 || errno != EAGAIN)
+      grace__conn_close(c);
+    return;
+  }
   if (c->flags & CF_LINGER) {
     do
       n = read(c->fd, hl->rbuf, READ_BUF_SIZE);
     while (n < 0 && errno == EINTR);
     if (n == 0 || (n < 0 && errno != EAGAIN))
-      conn_close(c);
+      grace__conn_close(c);
     return;
   }
   if (c->flags & (CF_IN_HANDLER | CF_WRITING)) {
@@ -399,7 +418,7 @@ static void try_read(h1conn *c) {
                                                : 0;
     if (room == 0) {
       c->flags |= CF_READ_PAUSED;
-      poll_set(c, c->events & ~UV_READABLE);
+      grace__conn_poll(c, c->events & ~UV_READABLE);
       return;
     }
     do
@@ -408,13 +427,13 @@ static void try_read(h1conn *c) {
     if (n > 0) {
       if (grace__dbuf_append(&c->pending, hl->rbuf, (size_t)n,
                              PENDING_CAP) != 0)
-        conn_close(c);
+        grace__conn_close(c);
     } else if (n == 0) {
       on_eof(c);
     } else if (errno != EAGAIN) {
       if (c->flags & CF_IN_HANDLER && c->req != NULL)
-        req_cancel(c->req);
-      conn_close(c);
+        grace__req_cancel(c->req);
+      grace__conn_close(c);
     }
     return;
   }
@@ -422,9 +441,30 @@ static void try_read(h1conn *c) {
     n = read(c->fd, hl->rbuf, READ_BUF_SIZE);
   while (n < 0 && errno == EINTR);
   if (n > 0) {
-    c->flags |= CF_SEEN_BYTES;
+    if (!(c->flags & CF_SEEN_BYTES)) {
+      /* HTTP/2 with prior knowledge on the same port (RFC 9113 3.3)?  The
+       * first bytes decide; a few that could go either way wait. */
+      if (grace__dbuf_append(&c->pending, hl->rbuf, (size_t)n,
+                             4 * PENDING_CAP) != 0) {
+        grace__conn_close(c);
+        return;
+      }
+      int h2 = grace__h2c_is_preface(c->pending.p, c->pending.len);
+      if (h2 < 0)
+        return;
+      c->flags |= CF_SEEN_BYTES;
+      if (h2 > 0) {
+        grace__h2c_start(c, c->pending.p, c->pending.len);
+        grace__dbuf_free(&c->pending);
+        return;
+      }
+      grace__conn_set_state(c, GRACE_CONN_ACTIVE);
+      grace__loop_tlist_add(hl->loop, TL_HEADER, &c->timeout);
+      parse(c, c->pending.p, c->pending.len, 1);
+      return;
+    }
     if (c->state != GRACE_CONN_ACTIVE) {
-      set_state(c, GRACE_CONN_ACTIVE);
+      grace__conn_set_state(c, GRACE_CONN_ACTIVE);
       /* The read-header timeout runs from the request's first byte. */
       grace__loop_tlist_add(hl->loop, TL_HEADER, &c->timeout);
     }
@@ -441,29 +481,29 @@ static void try_read(h1conn *c) {
   } else if (n == 0) {
     on_eof(c);
   } else if (errno != EAGAIN) {
-    conn_close(c);
+    grace__conn_close(c);
   }
 }
 
 static void on_poll(uv_poll_t *handle, int status, int events) {
   h1conn *c = handle->data;
-  if (conn_closing(c))
+  if (grace__conn_closing(c))
     return;
   if (status < 0) {
     if (c->flags & CF_IN_HANDLER && c->req != NULL)
-      req_cancel(c->req);
-    conn_close(c);
+      grace__req_cancel(c->req);
+    grace__conn_close(c);
     return;
   }
   if (events & UV_WRITABLE) {
     if (c->flags & CF_WRITING) {
       do_write(c);
     } else {
-      poll_set(c, c->events & ~UV_WRITABLE);
+      grace__conn_poll(c, c->events & ~UV_WRITABLE);
       if (c->pending.len > 0 && !(c->flags & CF_IN_HANDLER))
         continue_pending(c);
     }
-    if (conn_closing(c))
+    if (grace__conn_closing(c))
       return;
   }
   if ((events & UV_READABLE) && (c->events & UV_READABLE))
@@ -480,7 +520,7 @@ static void send_error(h1conn *c, int status) {
   if (req == NULL) {
     req = grace__req_new(c);
     if (req == NULL) {
-      conn_close(c);
+      grace__conn_close(c);
       return;
     }
     c->req = req;
@@ -494,7 +534,7 @@ static void send_error(h1conn *c, int status) {
                      grace_http_status_text(status));
   if (grace__req_serialize(req, c->hl, body, (size_t)len, 1, &out,
                            &outlen) != 0) {
-    conn_close(c);
+    grace__conn_close(c);
     return;
   }
   /* write_done lingers: the parser is in error, so input may remain. */
@@ -527,7 +567,7 @@ static int on_message_begin(llhttp_t *p) {
       return -1;
   }
   if (c->state != GRACE_CONN_ACTIVE)
-    set_state(c, GRACE_CONN_ACTIVE);
+    grace__conn_set_state(c, GRACE_CONN_ACTIVE);
   if (c->timeout.link.next == &c->timeout.link)
     grace__loop_tlist_add(c->hl->loop, TL_HEADER, &c->timeout);
   return 0;
@@ -576,7 +616,7 @@ static int on_headers_complete(llhttp_t *p) {
   }
   req->keep_alive = (uint8_t)llhttp_should_keep_alive(p);
   req->is_head = llhttp_get_method(p) == HTTP_HEAD;
-  grace__req_finish_head(req);
+  grace__req_finish_head(req, llhttp_method_name(llhttp_get_method(p)));
   if (req->error_status)
     return -1;
   /* The read-header timeout ends with the headers. */
@@ -640,9 +680,12 @@ static const llhttp_settings_t *h1_settings(void) {
 void grace__h1_expire(h1loop *hl, unsigned list, grace__tnode *node) {
   h1conn *c = grace__container_of(node, h1conn, timeout);
   (void)hl;
-  (void)list;
+  if (c->h2 != NULL) {
+    grace__h2c_expire(c, list);
+    return;
+  }
   /* Header timeout, idle timeout or the end of a linger: close quietly. */
-  conn_close(c);
+  grace__conn_close(c);
 }
 
 void grace__h1_shutdown(h1loop *hl) {
@@ -651,16 +694,23 @@ void grace__h1_shutdown(h1loop *hl) {
   for (it = hl->conns.next; it != &hl->conns; it = next) {
     h1conn *c = grace__container_of(it, h1conn, link);
     next = it->next;
-    if (conn_closing(c) || c->req != NULL || (c->flags & CF_WRITING))
+    if (grace__conn_closing(c))
+      continue;
+    if (c->h2 != NULL) {
+      grace__h2c_shutdown(c);
+      continue;
+    }
+    if (c->req != NULL || (c->flags & CF_WRITING))
       continue;
     /* New or idle: serve the bytes it has already sent, else close. */
     if (c->pending.len > 0)
       continue_pending(c);
     else
       try_read(c);
-    if (!conn_closing(c) && c->req == NULL && !(c->flags & CF_WRITING)) {
+    if (!grace__conn_closing(c) && c->req == NULL && c->h2 == NULL &&
+        !(c->flags & CF_WRITING)) {
       atomic_fetch_add(&hl->srv->st_idle_closed, 1);
-      conn_close(c);
+      grace__conn_close(c);
     }
   }
 }
@@ -673,11 +723,13 @@ int grace__h1_close_all(h1loop *hl) {
   for (it = hl->conns.next; it != &hl->conns; it = next) {
     h1conn *c = grace__container_of(it, h1conn, link);
     next = it->next;
-    if (conn_closing(c))
+    if (grace__conn_closing(c))
       continue;
     if ((c->flags & CF_IN_HANDLER) && c->req != NULL && !c->req->cancelled)
       cut++;
-    conn_close(c);
+    if (c->h2 != NULL)
+      cut += grace__h2c_force_close(c);
+    grace__conn_close(c);
   }
   return cut;
 }

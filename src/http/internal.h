@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "grace/http.h"
+#include "http/h2.h"
 #include "net/listener.h"
 #include "net/loop.h"
 
@@ -21,7 +22,11 @@
 #define EV_CLOSE 0x2u
 
 /* Deadline lists of each loop. */
-enum { TL_HEADER = 0, TL_IDLE = 1, TL_LINGER = 2 };
+enum { TL_HEADER = 0, TL_IDLE = 1, TL_LINGER = 2, TL_GOAWAY = 3 };
+
+/* How long an HTTP/2 connection waits for the PING ack of its first GOAWAY
+ * before it sends the final one (h2o waits 1 s, grpc-go 5 s). */
+#define GOAWAY_ACK_MS 1000
 
 /* How long a connection closed after an error keeps reading and discarding
  * what the client still sends, so the close does not turn into a reset
@@ -74,7 +79,8 @@ enum {
   CF_LINGER = 1 << 5,     /* write side shut, draining input before close */
   CF_READ_PAUSED = 1 << 6,/* read-ahead full */
   CF_PARSER_PAUSED = 1 << 7,
-  CF_SEEN_BYTES = 1 << 8  /* some request bytes were ever received */
+  CF_SEEN_BYTES = 1 << 8, /* some request bytes were ever received */
+  CF_H2_IN_RECV = 1 << 9  /* inside grace__h2_recv: no output pull */
 };
 
 typedef struct h1conn {
@@ -93,10 +99,14 @@ typedef struct h1conn {
   dbuf pending;                   /* bytes read but not yet parsed */
   char *wbuf;                     /* response being written */
   uint32_t wlen, woff;
+  grace__h2 *h2;   /* set once the connection speaks HTTP/2 */
+  uint32_t nreqs;  /* HTTP/2 requests with handlers */
 } h1conn;
 
 struct grace_http_request {
   h1conn *conn;
+  grace__h2_stream *stream; /* HTTP/2: the stream, NULL once it closed */
+  uint8_t is_h2;
   grace_http_server *srv;
   grace__post done;         /* answered from another thread */
   dbuf head; /* target\0(name\0value\0)* path\0method\0 */
@@ -168,6 +178,26 @@ void grace__h1_expire(h1loop *hl, unsigned list, grace__tnode *node);
 void grace__h1_finish(grace_http_request *req);
 void grace__h1_conn_dec(grace_http_server *srv);
 void grace__h1_check_drained(grace_http_server *srv);
+void grace__conn_set_state(h1conn *c, grace_conn_state st);
+void grace__conn_poll(h1conn *c, int events);
+void grace__conn_close(h1conn *c);
+int grace__conn_closing(const h1conn *c);
+void grace__conn_free(h1conn *c);
+void grace__req_cancel(grace_http_request *req);
+
+/* h2conn.c: HTTP/2 on a connection (prior knowledge, RFC 9113 3.3). */
+/* 1: the bytes open an HTTP/2 connection; 0: they do not; -1: too few
+ * bytes to tell. */
+int grace__h2c_is_preface(const char *data, size_t n);
+void grace__h2c_start(h1conn *c, const char *data, size_t n);
+void grace__h2c_read(h1conn *c, const char *data, size_t n);
+void grace__h2c_flush(h1conn *c);
+void grace__h2c_write_done(h1conn *c);
+void grace__h2c_answer(grace_http_request *req);
+void grace__h2c_shutdown(h1conn *c);
+void grace__h2c_expire(h1conn *c, unsigned list);
+int grace__h2c_force_close(h1conn *c);
+void grace__h2c_teardown(h1conn *c);
 
 /* request.c */
 grace_http_request *grace__req_new(h1conn *c);
@@ -178,7 +208,7 @@ void grace__dbuf_free(dbuf *b);
 int grace__req_serialize(grace_http_request *req, h1loop *hl,
                          const char *body, size_t len, int close,
                          char **out, uint32_t *outlen);
-void grace__req_finish_head(grace_http_request *req);
+void grace__req_finish_head(grace_http_request *req, const char *method);
 void grace__route(grace_http_request *req);
 
 #endif /* GRACE_HTTP_INTERNAL_H */

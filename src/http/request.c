@@ -102,9 +102,7 @@ static long unescape(const char *s, size_t n, char *out, int plus) {
 
 /* Called once the headers are complete: records the method and decodes
  * the path; a malformed target sets error_status 400. */
-void grace__req_finish_head(grace_http_request *req) {
-  h1conn *c = req->conn;
-  const char *method = llhttp_method_name(llhttp_get_method(&c->parser));
+void grace__req_finish_head(grace_http_request *req, const char *method) {
   size_t mlen = strlen(method);
   const char *target = req->head.p ? req->head.p : "";
   size_t tlen = strnlen(target, req->headers_off);

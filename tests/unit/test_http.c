@@ -542,6 +542,53 @@ static void on_state(uint64_t id, grace_conn_state st, void *data) {
   __atomic_fetch_add(&((states *)data)->seen[st], 1, __ATOMIC_RELAXED);
 }
 
+static void blocking_sleep(grace_http_request *req, void *data) {
+  (void)data;
+  usleep(100000); /* blocks a pool thread, not the loop */
+  grace_http_respond(req, 200, "slept", 5);
+}
+
+static void blocking(grace_http_request *req, void *data) {
+  if (grace_http_run_blocking(req, blocking_sleep, data) != 0)
+    grace_http_respond(req, 500, NULL, 0);
+}
+
+/* Blocking handlers run on the thread pool: while several sleep, the loop
+ * keeps answering other requests at once. */
+static void test_run_blocking_keeps_loop_free(void **state) {
+  (void)state;
+  grace_http_options opts;
+  grace_http_options_init(&opts);
+  opts.loops = 1;
+  grace_http_server *srv;
+  assert_int_equal(grace_http_server_new(&opts, &srv), 0);
+  assert_int_equal(grace_http_server_handle(srv, "/block", blocking, NULL), 0);
+  assert_int_equal(grace_http_server_handle(srv, "/hello", hello, NULL), 0);
+  assert_int_equal(grace_http_server_listen(srv, "127.0.0.1:0"), 0);
+  assert_int_equal(grace_http_server_start(srv), 0);
+  int port = grace_http_server_port(srv, 0);
+  int slow[3];
+  char buf[4096];
+  for (int i = 0; i < 3; i++) {
+    slow[i] = dial(port);
+    send_str(slow[i], "GET /block HTTP/1.1\r\nHost: x\r\n\r\n");
+  }
+  usleep(10000);
+  int64_t t0 = now_ms();
+  int fd = dial(port);
+  send_str(fd, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  recv_until(fd, buf, sizeof(buf), "hello\n", 2000);
+  assert_non_null(strstr(buf, "200 OK"));
+  assert_true(now_ms() - t0 < 80);
+  close(fd);
+  for (int i = 0; i < 3; i++) {
+    recv_until(slow[i], buf, sizeof(buf), "slept", 2000);
+    assert_non_null(strstr(buf, "slept"));
+    close(slow[i]);
+  }
+  grace_http_server_free(srv);
+}
+
 static void test_conn_states_observed(void **state) {
   (void)state;
   held h = {0};
@@ -714,6 +761,7 @@ int main(void) {
       cmocka_unit_test(test_shutdown_deadline_then_close),
       cmocka_unit_test(test_client_gone_cancels),
       cmocka_unit_test(test_answer_from_other_thread),
+      cmocka_unit_test(test_run_blocking_keeps_loop_free),
       cmocka_unit_test(test_conn_states_observed),
       cmocka_unit_test(test_listen_errors),
       cmocka_unit_test(test_listen_fd_adopted),
