@@ -150,12 +150,32 @@ static void on_request_headers(grace__h2_stream *s, void *user) {
   }
   req->is_head = strcmp(grace__h2_stream_method(s), "HEAD") == 0;
   grace__h2_stream_set_data(s, req);
+  const grace__stream_hooks *hooks = &srv->stream_hooks;
+  if (hooks->on_start != NULL) {
+    req->streaming = 1;
+    req->complete = 1; /* with its owner from now on */
+    c->nreqs++;
+    atomic_fetch_add(&srv->st_requests, 1);
+    atomic_fetch_add(&srv->st_inflight, 1);
+    if (!hooks->on_start(req, hooks->data)) {
+      req->streaming = 0;
+      req->complete = 0;
+      c->nreqs--;
+      atomic_fetch_sub(&srv->st_requests, 1);
+      atomic_fetch_sub(&srv->st_inflight, 1);
+    }
+  }
 }
 
 static void on_data(grace__h2_stream *s, const uint8_t *data, size_t len,
                     void *user) {
   grace_http_request *req = grace__h2_stream_data(s);
-  (void)user;
+  h1conn *c = user;
+  if (req != NULL && req->streaming) {
+    const grace__stream_hooks *hooks = &c->hl->srv->stream_hooks;
+    hooks->on_data(req, data, len, hooks->data);
+    return;
+  }
   /* h2.c enforces max_request_body; this cannot exceed it. */
   if (req != NULL &&
       grace__dbuf_append(&req->body, data, len, req->srv->opts.max_body_bytes) !=
@@ -166,6 +186,11 @@ static void on_data(grace__h2_stream *s, const uint8_t *data, size_t len,
 static void on_request_end(grace__h2_stream *s, void *user) {
   h1conn *c = user;
   grace_http_request *req = grace__h2_stream_data(s);
+  if (req != NULL && req->streaming) {
+    const grace__stream_hooks *hooks = &c->hl->srv->stream_hooks;
+    hooks->on_end(req, hooks->data);
+    return;
+  }
   if (req == NULL || req->complete)
     return;
   req->complete = 1;
@@ -178,12 +203,18 @@ static void on_request_end(grace__h2_stream *s, void *user) {
 static void on_stream_close(grace__h2_stream *s, uint32_t error_code,
                             void *user) {
   grace_http_request *req = grace__h2_stream_data(s);
-  (void)user;
   (void)error_code;
   if (req == NULL)
     return;
   grace__h2_stream_set_data(s, NULL);
   req->stream = NULL;
+  if (req->streaming) {
+    h1conn *c = user;
+    const grace__stream_hooks *hooks = &c->hl->srv->stream_hooks;
+    atomic_fetch_add(&c->hl->srv->st_cut, 1);
+    hooks->on_cancel(req, hooks->data);
+    return;
+  }
   if (!req->complete) {
     /* Reset before the request was whole: it never reached a handler. */
     grace__req_free(req);
@@ -319,4 +350,87 @@ void grace__h2c_teardown(h1conn *c) {
   /* Fires on_stream_close for every open stream, which cancels the
    * requests their handlers hold. */
   grace__h2_free(h2);
+}
+
+/* ---- streaming requests (stream.h) ---------------------------------------- */
+
+void grace__http_set_stream_hooks(grace_http_server *srv,
+                                  const grace__stream_hooks *hooks) {
+  srv->stream_hooks = *hooks;
+}
+
+void grace__req_set_user(grace_http_request *req, void *user) {
+  req->user = user;
+}
+
+void *grace__req_user(const grace_http_request *req) { return req->user; }
+
+grace__loop *grace__req_loop(const grace_http_request *req) {
+  return req->conn->hl->loop;
+}
+
+int grace__req_stream_alive(const grace_http_request *req) {
+  return req->stream != NULL && !grace__conn_closing(req->conn);
+}
+
+/* Pulls the session's output unless inside its callbacks, where the
+ * reader flushes once they return. */
+static void after_send(h1conn *c) {
+  if (!grace__conn_closing(c))
+    grace__h2c_flush(c);
+}
+
+int grace__req_send_headers(grace_http_request *req, int status,
+                            const grace__h2_header *h, size_t n) {
+  if (!grace__req_stream_alive(req))
+    return GRACE_ECLOSED;
+  int rv = grace__h2_respond_headers(req->stream, status, h, n);
+  after_send(req->conn);
+  return rv;
+}
+
+int grace__req_send_data(grace_http_request *req, const void *p, size_t n) {
+  if (!grace__req_stream_alive(req))
+    return GRACE_ECLOSED;
+  int rv = grace__h2_send_data(req->stream, p, n, 0);
+  after_send(req->conn);
+  return rv;
+}
+
+/* Ends a streaming request: forgets it on both sides and frees it. */
+static void stream_done(grace_http_request *req) {
+  h1conn *c = req->conn;
+  if (req->stream != NULL)
+    grace__h2_stream_set_data(req->stream, NULL);
+  grace__req_free(req);
+  c->nreqs--;
+  atomic_fetch_sub(&c->hl->srv->st_inflight, 1);
+  if (grace__conn_closing(c)) {
+    if ((c->flags & CF_CLOSED) && c->nreqs == 0)
+      grace__conn_free(c);
+    return;
+  }
+  after_send(c);
+}
+
+void grace__req_finish_trailers(grace_http_request *req,
+                                const grace__h2_header *h, size_t n) {
+  if (grace__req_stream_alive(req) &&
+      grace__h2_send_trailers(req->stream, h, n) != 0)
+    grace__h2_reset(req->stream, NGHTTP2_INTERNAL_ERROR);
+  stream_done(req);
+}
+
+void grace__req_finish_trailers_only(grace_http_request *req, int status,
+                                     const grace__h2_header *h, size_t n) {
+  if (grace__req_stream_alive(req) &&
+      grace__h2_respond_trailers_only(req->stream, status, h, n) != 0)
+    grace__h2_reset(req->stream, NGHTTP2_INTERNAL_ERROR);
+  stream_done(req);
+}
+
+void grace__req_finish_reset(grace_http_request *req, uint32_t code) {
+  if (grace__req_stream_alive(req))
+    grace__h2_reset(req->stream, code);
+  stream_done(req);
 }

@@ -14,6 +14,7 @@
 
 #include "grace/http.h"
 #include "http/h2.h"
+#include "http/stream.h"
 #include "net/listener.h"
 #include "net/loop.h"
 
@@ -107,6 +108,8 @@ struct grace_http_request {
   h1conn *conn;
   grace__h2_stream *stream; /* HTTP/2: the stream, NULL once it closed */
   uint8_t is_h2;
+  uint8_t streaming;        /* owned by the stream hooks (stream.h) */
+  void *user;               /* the stream hooks' pointer */
   grace_http_server *srv;
   grace__post done;         /* answered from another thread */
   dbuf head; /* target\0(name\0value\0)* path\0method\0 */
@@ -158,6 +161,7 @@ struct grace_http_server {
   grace_ctx *shutdown_ctx;
   grace_ctx *force_ctx;
   int drained_fd;
+  grace__stream_hooks stream_hooks; /* on_start NULL: none */
   grace_http_cb drained_cb;
   void *drained_data;
   pthread_mutex_t lock;

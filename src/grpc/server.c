@@ -1,0 +1,843 @@
+/*
+ * The gRPC server: calls on HTTP/2 streams (http/stream.h), protobuf-c
+ * messages, status trailers, grpc-timeout deadlines, the health service,
+ * and grpc-go's GracefulStop with a deadline that escalates to Stop.
+ *
+ * A call lives on its connection's loop thread.  Its stream side (the
+ * grace_http_request) ends when the handler finishes the call; the call
+ * object itself is released once that is done and no callback of it is
+ * running (|busy|), so a handler may finish a call from inside on_message.
+ * Sends and finishes from other threads are posted to the loop in order.
+ */
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "grace/grpc.h"
+#include "grpc/wire.h"
+#include "health.pb-c.h"
+#include "http/stream.h"
+#include "net/list.h"
+
+#define HEALTH_CHECK "/grpc.health.v1.Health/Check"
+#define HEALTH_WATCH "/grpc.health.v1.Health/Watch"
+
+typedef struct method_entry {
+  grace_grpc_method m;
+  char *path;
+} method_entry;
+
+typedef struct health_entry {
+  char *service;
+  int serving;
+} health_entry;
+
+struct grace_grpc_server {
+  grace_grpc_options opts;
+  grace_http_server *http;
+  method_entry *methods;
+  size_t nmethods;
+  pthread_mutex_t lock; /* health, watches, stopping */
+  health_entry *health;
+  size_t nhealth;
+  grace__list watches;
+  int stopping;
+  int started;
+  void (*done)(grace_grpc_server *srv, void *data);
+  void *done_data;
+};
+
+typedef struct call_op {
+  grace__post post;
+  struct grace_grpc_call *call;
+  int finish;
+  uint8_t *bytes;
+  size_t len;
+  grace_grpc_code code;
+  char *message;
+} call_op;
+
+struct grace_grpc_call {
+  grace_grpc_server *srv;
+  grace_http_request *req; /* the stream side; NULL once finished */
+  const method_entry *me;
+  grace__loop *loop;
+  grace__grpc_reader reader;
+  uv_timer_t *deadline;
+  grace_ctx *ctx;
+  void *data;
+  grace__list watch_link; /* in srv->watches while a Watch is open */
+  char *watch_service;
+  int64_t deadline_at; /* grpc-timeout, monotonic ns; 0: none */
+  call_op finish_op;    /* the finish, posted without allocating */
+  int busy;             /* callbacks of this call running */
+  uint8_t cancelled, deadline_passed, user_finished, headers_sent;
+};
+
+
+/* ---- call lifetime -------------------------------------------------------- */
+
+static void timer_closed(uv_handle_t *h) { free(h); }
+
+static void call_release(grace_grpc_call *call) {
+  grace__grpc_reader_free(&call->reader);
+  grace_ctx_unref(call->ctx);
+  if (call->deadline != NULL)
+    uv_close((uv_handle_t *)call->deadline, timer_closed);
+  free(call->watch_service);
+  free(call);
+}
+
+static void call_maybe_release(grace_grpc_call *call) {
+  if (call->user_finished && call->req == NULL && call->busy == 0)
+    call_release(call);
+}
+
+static void stop_deadline(grace_grpc_call *call) {
+  if (call->deadline != NULL)
+    uv_timer_stop(call->deadline);
+}
+
+/* Tells the handler its call is cancelled, once. */
+static void call_cancel(grace_grpc_call *call) {
+  if (call->cancelled)
+    return;
+  call->cancelled = 1;
+  stop_deadline(call);
+  if (call->ctx != NULL)
+    grace_ctx_cancel(call->ctx);
+  if (!call->user_finished && call->me != NULL &&
+      call->me->m.on_cancel != NULL) {
+    call->busy++;
+    call->me->m.on_cancel(call, call->me->m.data);
+    call->busy--;
+  }
+}
+
+/* Sends grpc-status and grpc-message and ends the stream side. */
+static void end_stream(grace_grpc_call *call, grace_grpc_code code,
+                       const char *message) {
+  grace_http_request *req = call->req;
+  char status[16], *enc = NULL;
+  grace__h2_header h[3];
+  size_t n = 0;
+
+  if (req == NULL)
+    return;
+  call->req = NULL;
+  stop_deadline(call);
+  if (!grace__req_stream_alive(req)) {
+    grace__req_finish_reset(req, NGHTTP2_CANCEL);
+    return;
+  }
+  snprintf(status, sizeof(status), "%u", (unsigned)code);
+  if (!call->headers_sent)
+    h[n++] = (grace__h2_header){"content-type", "application/grpc"};
+  h[n++] = (grace__h2_header){"grpc-status", status};
+  if (message != NULL && message[0] != '\0') {
+    size_t len = strlen(message);
+    size_t elen = grace__grpc_message_encode(NULL, 0, message, len);
+    enc = malloc(elen + 1);
+    if (enc != NULL) {
+      grace__grpc_message_encode(enc, elen, message, len);
+      enc[elen] = '\0';
+      h[n++] = (grace__h2_header){"grpc-message", enc};
+    }
+  }
+  if (call->headers_sent)
+    grace__req_finish_trailers(req, h, n);
+  else
+    grace__req_finish_trailers_only(req, 200, h, n);
+  free(enc);
+}
+
+/* Fails the call from the server's side: the status goes out now and the
+ * handler, if it holds the call, is told to stop. */
+static void call_fail(grace_grpc_call *call, grace_grpc_code code,
+                      const char *message) {
+  end_stream(call, code, message);
+  call_cancel(call);
+}
+
+/* ---- applying sends and finishes on the loop thread ----------------------- */
+
+static int apply_send(grace_grpc_call *call, const uint8_t *bytes,
+                      size_t len) {
+  if (call->user_finished)
+    return GRACE_ESTATE;
+  if (call->req == NULL || call->cancelled ||
+      !grace__req_stream_alive(call->req))
+    return GRACE_ECLOSED;
+  if (!call->headers_sent) {
+    static const grace__h2_header h[] = {
+        {"content-type", "application/grpc"}};
+    int rv = grace__req_send_headers(call->req, 200, h, 1);
+    if (rv != 0)
+      return rv;
+    call->headers_sent = 1;
+  }
+  return grace__req_send_data(call->req, bytes, len);
+}
+
+static void apply_finish(grace_grpc_call *call, grace_grpc_code code,
+                         const char *message) {
+  if (call->user_finished)
+    return;
+  call->user_finished = 1;
+  if (call->deadline_passed) {
+    code = GRACE_GRPC_DEADLINE_EXCEEDED;
+    message = "context deadline exceeded";
+  }
+  end_stream(call, code, message);
+  call_maybe_release(call);
+}
+
+static void on_op(grace__loop *loop, grace__post *post) {
+  call_op *op = grace__container_of(post, call_op, post);
+  (void)loop;
+  if (op->finish) {
+    /* The op is part of the call, which the finish may release. */
+    char *message = op->message;
+    apply_finish(op->call, op->code, message);
+    free(message);
+    return;
+  }
+  (void)apply_send(op->call, op->bytes, op->len);
+  free(op->bytes);
+  free(op);
+}
+
+/* Frames |len| bytes of message into a new buffer with its prefix. */
+static uint8_t *frame(grace_grpc_call *call, const ProtobufCMessage *msg,
+                      const void *raw, size_t len, size_t *out_len, int *err) {
+  size_t body = msg != NULL ? protobuf_c_message_get_packed_size(msg) : len;
+  if (body > call->srv->opts.max_send_message) {
+    *err = GRACE_ERANGE;
+    return NULL;
+  }
+  uint8_t *buf = malloc(GRACE__GRPC_PREFIX_LEN + (body ? body : 1));
+  if (buf == NULL) {
+    *err = GRACE_ENOMEM;
+    return NULL;
+  }
+  grace__grpc_prefix_encode(buf, 0, body);
+  if (msg != NULL)
+    protobuf_c_message_pack(msg, buf + GRACE__GRPC_PREFIX_LEN);
+  else if (body > 0)
+    memcpy(buf + GRACE__GRPC_PREFIX_LEN, raw, body);
+  *out_len = GRACE__GRPC_PREFIX_LEN + body;
+  return buf;
+}
+
+static int send_framed(grace_grpc_call *call, const ProtobufCMessage *msg,
+                       const void *raw, size_t len) {
+  size_t flen;
+  int err = 0;
+  uint8_t *buf = frame(call, msg, raw, len, &flen, &err);
+  if (buf == NULL)
+    return err;
+  if (grace__loop_is_current(call->loop)) {
+    int rv = apply_send(call, buf, flen);
+    free(buf);
+    return rv;
+  }
+  call_op *op = calloc(1, sizeof(*op));
+  if (op == NULL) {
+    free(buf);
+    return GRACE_ENOMEM;
+  }
+  op->call = call;
+  op->bytes = buf;
+  op->len = flen;
+  op->post.fn = on_op;
+  grace__loop_post(call->loop, &op->post);
+  return 0;
+}
+
+int grace_grpc_call_send(grace_grpc_call *call, const ProtobufCMessage *msg) {
+  if (call == NULL || msg == NULL)
+    return GRACE_EINVAL;
+  return send_framed(call, msg, NULL, 0);
+}
+
+int grace_grpc_call_send_bytes(grace_grpc_call *call, const void *data,
+                               size_t len) {
+  if (call == NULL || (data == NULL && len > 0))
+    return GRACE_EINVAL;
+  return send_framed(call, NULL, data, len);
+}
+
+void grace_grpc_call_finish(grace_grpc_call *call, grace_grpc_code code,
+                            const char *message) {
+  if (grace__loop_is_current(call->loop)) {
+    apply_finish(call, code, message);
+    return;
+  }
+  /* Without memory the status text is dropped, never the finish. */
+  call_op *op = &call->finish_op;
+  op->call = call;
+  op->finish = 1;
+  op->code = code;
+  op->message = message != NULL ? strdup(message) : NULL;
+  op->post.fn = on_op;
+  grace__loop_post(call->loop, &op->post);
+}
+
+/* ---- call accessors ------------------------------------------------------- */
+
+const char *grace_grpc_call_path(grace_grpc_call *call) {
+  return call->me != NULL ? call->me->path : "";
+}
+
+const char *grace_grpc_call_metadata(grace_grpc_call *call, const char *key) {
+  return call->req != NULL ? grace_http_request_header(call->req, key) : NULL;
+}
+
+uv_loop_t *grace_grpc_call_loop(grace_grpc_call *call) {
+  return &call->loop->uv;
+}
+
+void grace_grpc_call_set_data(grace_grpc_call *call, void *data) {
+  call->data = data;
+}
+
+void *grace_grpc_call_data(grace_grpc_call *call) { return call->data; }
+
+grace_ctx *grace_grpc_call_ctx(grace_grpc_call *call) {
+  if (call->ctx == NULL) {
+    int rv = call->deadline_at != 0
+                 ? grace_ctx_with_deadline(grace_ctx_background(),
+                                           call->deadline_at, &call->ctx)
+                 : grace_ctx_with_cancel(grace_ctx_background(), &call->ctx);
+    if (rv != 0)
+      return NULL;
+    if (call->cancelled)
+      grace_ctx_cancel(call->ctx);
+  }
+  return call->ctx;
+}
+
+/* ---- the stream hooks ----------------------------------------------------- */
+
+static const method_entry *find_method(grace_grpc_server *srv,
+                                       const char *path, size_t len) {
+  for (size_t i = 0; i < srv->nmethods; i++)
+    if (strlen(srv->methods[i].path) == len &&
+        memcmp(srv->methods[i].path, path, len) == 0)
+      return &srv->methods[i];
+  return NULL;
+}
+
+static void on_deadline(uv_timer_t *t) {
+  grace_grpc_call *call = t->data;
+  /* Like grpc-go: the handler's context ends; whatever it finishes with,
+   * the client is told DEADLINE_EXCEEDED. */
+  call->deadline_passed = 1;
+  call_cancel(call);
+}
+
+static int hook_start(grace_http_request *req, void *data) {
+  grace_grpc_server *srv = data;
+  const char *ct = grace_http_request_header(req, "content-type");
+  if (ct == NULL || !grace__grpc_is_content_type(ct, strlen(ct), NULL, NULL))
+    return 0;
+
+  const char *target = grace_http_request_target(req);
+  const char *q = strchr(target, '?');
+  size_t plen = q != NULL ? (size_t)(q - target) : strlen(target);
+  const method_entry *me = find_method(srv, target, plen);
+  grace_grpc_call *call = calloc(1, sizeof(*call));
+  if (call == NULL) {
+    grace__req_finish_reset(req, NGHTTP2_INTERNAL_ERROR);
+    return 1;
+  }
+  call->srv = srv;
+  call->req = req;
+  call->me = me;
+  call->loop = grace__req_loop(req);
+  grace__list_init(&call->watch_link);
+  grace__grpc_reader_init(&call->reader, srv->opts.max_recv_message, NULL);
+  grace__req_set_user(req, call);
+  if (me == NULL) {
+    /* grpc-go's texts for an unknown service or method. */
+    char msg[512];
+    const char *slash = plen > 1 ? memchr(target + 1, '/', plen - 1) : NULL;
+    if (slash == NULL)
+      snprintf(msg, sizeof(msg), "malformed method name: %.*s", (int)plen,
+               target);
+    else {
+      size_t slen = (size_t)(slash - target);
+      int known = 0;
+      for (size_t i = 0; i < srv->nmethods && !known; i++)
+        known = strncmp(srv->methods[i].path, target, slen + 1) == 0;
+      if (known)
+        snprintf(msg, sizeof(msg), "unknown method %.*s for service %.*s",
+                 (int)(plen - slen - 1), slash + 1, (int)(slen - 1),
+                 target + 1);
+      else
+        snprintf(msg, sizeof(msg), "unknown service %.*s", (int)(slen - 1),
+                 target + 1);
+    }
+    call->user_finished = 1;
+    end_stream(call, GRACE_GRPC_UNIMPLEMENTED, msg);
+    call_maybe_release(call);
+    return 1;
+  }
+  const char *timeout = grace_http_request_header(req, "grpc-timeout");
+  if (timeout != NULL) {
+    grace_duration d;
+    char err[128];
+    if (grace__grpc_timeout_decode(timeout, strlen(timeout), &d, err,
+                                   sizeof(err)) != 0) {
+      call->user_finished = 1;
+      end_stream(call, GRACE_GRPC_INTERNAL, err);
+      call_maybe_release(call);
+      return 1;
+    }
+    call->deadline_at = grace_now() + d;
+    call->deadline = malloc(sizeof(*call->deadline));
+    if (call->deadline != NULL) {
+      uv_timer_init(&call->loop->uv, call->deadline);
+      call->deadline->data = call;
+      uint64_t ms = (uint64_t)((d + GRACE_MILLISECOND - 1) / GRACE_MILLISECOND);
+      uv_timer_start(call->deadline, on_deadline, ms, 0);
+    }
+  }
+  return 1;
+}
+
+static int on_grpc_message(const grace__grpc_msg *msg, void *data) {
+  grace_grpc_call *call = data;
+  char why[160];
+  const char *enc =
+      call->req ? grace_http_request_header(call->req, "grpc-encoding") : NULL;
+  grace_grpc_code code =
+      grace__grpc_check_payload(msg->flag, enc, 0, 1, why, sizeof(why));
+  if (code != GRACE_GRPC_OK) {
+    call_fail(call, code, why);
+    return 1;
+  }
+  if (call->user_finished || call->cancelled)
+    return 1;
+  const grace_grpc_method *m = &call->me->m;
+  call->busy++;
+  if (m->input != NULL) {
+    ProtobufCMessage *pm =
+        protobuf_c_message_unpack(m->input, NULL, msg->len, msg->data);
+    if (pm == NULL) {
+      call->busy--;
+      call_fail(call, GRACE_GRPC_INTERNAL,
+                "grpc: error unmarshalling request: proto: cannot parse "
+                "invalid wire-format data");
+      return 1;
+    }
+    m->on_message(call, pm, m->data);
+    protobuf_c_message_free_unpacked(pm, NULL);
+  } else {
+    grace_grpc_bytes b = {msg->data, msg->len};
+    m->on_message(call, &b, m->data);
+  }
+  call->busy--;
+  return (call->user_finished || call->cancelled) ? 1 : 0;
+}
+
+static void hook_data(grace_http_request *req, const uint8_t *p, size_t n,
+                      void *data) {
+  grace_grpc_call *call = grace__req_user(req);
+  (void)data;
+  if (call->user_finished || call->cancelled)
+    return; /* the rest of the body is dropped */
+  call->busy++;
+  int rv = grace__grpc_reader_feed(&call->reader, p, n, on_grpc_message, call);
+  call->busy--;
+  if (rv < 0) {
+    const char *msg;
+    grace_grpc_code code = grace__grpc_reader_status(&call->reader, &msg);
+    call_fail(call, code, msg);
+  }
+  call_maybe_release(call);
+}
+
+static void hook_end(grace_http_request *req, void *data) {
+  grace_grpc_call *call = grace__req_user(req);
+  (void)data;
+  if (call->user_finished || call->cancelled)
+    return;
+  if (grace__grpc_reader_finish(&call->reader) != 0) {
+    const char *msg;
+    grace_grpc_code code = grace__grpc_reader_status(&call->reader, &msg);
+    call_fail(call, code, msg);
+    call_maybe_release(call);
+    return;
+  }
+  if (call->me->m.on_half_close != NULL) {
+    call->busy++;
+    call->me->m.on_half_close(call, call->me->m.data);
+    call->busy--;
+    call_maybe_release(call);
+  }
+}
+
+static void hook_cancel(grace_http_request *req, void *data) {
+  grace_grpc_call *call = grace__req_user(req);
+  (void)data;
+  /* The stream is gone (reset, connection lost or closed).  The stream
+   * side is finished when the handler finishes, so the drain waits for
+   * the handler, as grpc-go's does. */
+  call->busy++;
+  call_cancel(call);
+  call->busy--;
+  if (call->user_finished && call->req != NULL) {
+    grace_http_request *r = call->req;
+    call->req = NULL;
+    grace__req_finish_reset(r, NGHTTP2_CANCEL);
+  }
+  call_maybe_release(call);
+}
+
+/* Plain HTTP on the gRPC port: what is not a gRPC call. */
+static void http_fallback(grace_http_request *req, void *data) {
+  grace_grpc_server *srv = data;
+  const char *ct = grace_http_request_header(req, "content-type");
+  const char *path = grace_http_request_path(req);
+  if (ct != NULL && grace__grpc_is_content_type(ct, strlen(ct), NULL, NULL)) {
+    static const char msg[] = "gRPC requires HTTP/2\n";
+    grace_http_respond(req, 505, msg, sizeof(msg) - 1);
+    return;
+  }
+  if (find_method(srv, path, strlen(path)) != NULL) {
+    static const char msg[] = "invalid gRPC request content-type\n";
+    grace_http_respond(req, 415, msg, sizeof(msg) - 1);
+    return;
+  }
+  static const char nf[] = "404 page not found\n";
+  grace_http_respond(req, 404, nf, sizeof(nf) - 1);
+}
+
+/* ---- health --------------------------------------------------------------- */
+
+/* The serving status of |service| under the lock: SERVING, NOT_SERVING,
+ * or SERVICE_UNKNOWN. */
+static int health_status(grace_grpc_server *srv, const char *service) {
+  int known = service[0] == '\0';
+  for (size_t i = 0; i < srv->nhealth; i++)
+    if (strcmp(srv->health[i].service, service) == 0) {
+      if (srv->stopping)
+        return GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+      return srv->health[i].serving
+                 ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+                 : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+    }
+  size_t slen = strlen(service);
+  for (size_t i = 0; i < srv->nmethods && !known; i++)
+    known = strncmp(srv->methods[i].path + 1, service, slen) == 0 &&
+            srv->methods[i].path[slen + 1] == '/';
+  if (!known)
+    return GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
+  return srv->stopping
+             ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+             : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+}
+
+static int send_health(grace_grpc_call *call, int status) {
+  Grpc__Health__V1__HealthCheckResponse resp;
+  grpc__health__v1__health_check_response__init(&resp);
+  resp.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)status;
+  return grace_grpc_call_send(call, &resp.base);
+}
+
+static void health_check(grace_grpc_call *call, const void *msg, void *data) {
+  const Grpc__Health__V1__HealthCheckRequest *req = msg;
+  grace_grpc_server *srv = data;
+  pthread_mutex_lock(&srv->lock);
+  int status = health_status(srv, req->service ? req->service : "");
+  pthread_mutex_unlock(&srv->lock);
+  if (status ==
+      GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN) {
+    grace_grpc_call_finish(call, GRACE_GRPC_NOT_FOUND, "unknown service");
+    return;
+  }
+  send_health(call, status);
+  grace_grpc_call_finish(call, GRACE_GRPC_OK, NULL);
+}
+
+static void health_watch(grace_grpc_call *call, const void *msg, void *data) {
+  const Grpc__Health__V1__HealthCheckRequest *req = msg;
+  grace_grpc_server *srv = data;
+  const char *service = req->service ? req->service : "";
+  call->watch_service = strdup(service);
+  if (call->watch_service == NULL) {
+    grace_grpc_call_finish(call, GRACE_GRPC_RESOURCE_EXHAUSTED, NULL);
+    return;
+  }
+  pthread_mutex_lock(&srv->lock);
+  int status = health_status(srv, service);
+  int stopping = srv->stopping;
+  if (!stopping)
+    grace__list_push(&srv->watches, &call->watch_link);
+  pthread_mutex_unlock(&srv->lock);
+  send_health(call, status);
+  /* A Watch started while stopping ends at once, like those open then. */
+  if (stopping)
+    grace_grpc_call_finish(call, GRACE_GRPC_OK, NULL);
+}
+
+static void health_watch_cancel(grace_grpc_call *call, void *data) {
+  grace_grpc_server *srv = data;
+  int mine;
+  pthread_mutex_lock(&srv->lock);
+  /* Whoever unlinks the watch finishes it: here, or a graceful stop. */
+  mine = call->watch_link.next != &call->watch_link;
+  grace__list_unlink(&call->watch_link);
+  pthread_mutex_unlock(&srv->lock);
+  if (mine || call->watch_service == NULL)
+    grace_grpc_call_finish(call, GRACE_GRPC_CANCELLED, NULL);
+}
+
+/* Sends every Watch of |service| ("*": all) its status; |end| finishes
+ * them.  Called with no lock held. */
+static void notify_watches(grace_grpc_server *srv, const char *service,
+                           int end) {
+  grace__list done;
+  grace__list_init(&done);
+  pthread_mutex_lock(&srv->lock);
+  grace__list *it, *next;
+  for (it = srv->watches.next; it != &srv->watches; it = next) {
+    grace_grpc_call *call = grace__container_of(it, grace_grpc_call,
+                                                watch_link);
+    next = it->next;
+    if (strcmp(service, "*") != 0 && strcmp(call->watch_service, service) != 0)
+      continue;
+    send_health(call, health_status(srv, call->watch_service));
+    if (end) {
+      grace__list_unlink(&call->watch_link);
+      grace__list_push(&done, &call->watch_link);
+    }
+  }
+  pthread_mutex_unlock(&srv->lock);
+  while (!grace__list_empty(&done)) {
+    grace_grpc_call *call = grace__container_of(done.next, grace_grpc_call,
+                                                watch_link);
+    grace__list_unlink(&call->watch_link);
+    grace_grpc_call_finish(call, GRACE_GRPC_OK, NULL);
+  }
+}
+
+int grace_grpc_server_set_serving(grace_grpc_server *srv, const char *service,
+                                  int serving) {
+  if (srv == NULL || service == NULL)
+    return GRACE_EINVAL;
+  pthread_mutex_lock(&srv->lock);
+  if (srv->stopping) {
+    pthread_mutex_unlock(&srv->lock);
+    return GRACE_ESHUTDOWN;
+  }
+  size_t i;
+  for (i = 0; i < srv->nhealth; i++)
+    if (strcmp(srv->health[i].service, service) == 0)
+      break;
+  if (i == srv->nhealth) {
+    health_entry *h = realloc(srv->health, (i + 1) * sizeof(*h));
+    char *name = strdup(service);
+    if (h == NULL || name == NULL) {
+      if (h != NULL)
+        srv->health = h;
+      free(name);
+      pthread_mutex_unlock(&srv->lock);
+      return GRACE_ENOMEM;
+    }
+    srv->health = h;
+    h[i].service = name;
+    srv->nhealth++;
+  }
+  srv->health[i].serving = serving != 0;
+  pthread_mutex_unlock(&srv->lock);
+  notify_watches(srv, service, 0);
+  return 0;
+}
+
+/* ---- the server ----------------------------------------------------------- */
+
+void grace_grpc_options_init(grace_grpc_options *opts) {
+  memset(opts, 0, sizeof(*opts));
+  grace_http_options_init(&opts->http);
+  opts->max_recv_message = GRACE__GRPC_DEFAULT_MAX_RECV;
+  opts->max_send_message = 4u * 1024 * 1024;
+}
+
+static int add_method(grace_grpc_server *srv, const grace_grpc_method *m) {
+  const char *p = m->path;
+  if (p == NULL || m->on_message == NULL || p[0] != '/' ||
+      strchr(p + 1, '/') == NULL || strchr(p + 1, '/')[1] == '\0')
+    return GRACE_EINVAL;
+  if (find_method(srv, p, strlen(p)) != NULL)
+    return GRACE_EBUSY;
+  method_entry *ms = realloc(srv->methods, (srv->nmethods + 1) * sizeof(*ms));
+  if (ms == NULL)
+    return GRACE_ENOMEM;
+  srv->methods = ms;
+  char *copy = strdup(p);
+  if (copy == NULL)
+    return GRACE_ENOMEM;
+  ms[srv->nmethods].m = *m;
+  ms[srv->nmethods].path = copy;
+  ms[srv->nmethods].m.path = copy;
+  srv->nmethods++;
+  return 0;
+}
+
+int grace_grpc_server_new(const grace_grpc_options *opts,
+                          grace_grpc_server **out) {
+  grace_grpc_server *srv;
+  int rv;
+  if (out == NULL)
+    return GRACE_EINVAL;
+  srv = calloc(1, sizeof(*srv));
+  if (srv == NULL)
+    return GRACE_ENOMEM;
+  if (opts != NULL)
+    srv->opts = *opts;
+  else
+    grace_grpc_options_init(&srv->opts);
+  if (srv->opts.max_recv_message == 0 || srv->opts.max_send_message == 0 ||
+      srv->opts.max_send_message > UINT32_MAX) {
+    free(srv);
+    return GRACE_EINVAL;
+  }
+  pthread_mutex_init(&srv->lock, NULL);
+  grace__list_init(&srv->watches);
+  rv = grace_http_server_new(&srv->opts.http, &srv->http);
+  if (rv != 0)
+    goto fail;
+  grace__stream_hooks hooks = {hook_start, hook_data, hook_end, hook_cancel,
+                               srv};
+  grace__http_set_stream_hooks(srv->http, &hooks);
+  grace_grpc_method check = {
+      .path = HEALTH_CHECK,
+      .input = &grpc__health__v1__health_check_request__descriptor,
+      .on_message = health_check,
+      .data = srv};
+  grace_grpc_method watch = {
+      .path = HEALTH_WATCH,
+      .input = &grpc__health__v1__health_check_request__descriptor,
+      .on_message = health_watch,
+      .on_cancel = health_watch_cancel,
+      .data = srv};
+  if ((rv = add_method(srv, &check)) != 0 ||
+      (rv = add_method(srv, &watch)) != 0 ||
+      (rv = grace_http_server_handle(srv->http, "/", http_fallback, srv)) !=
+          0)
+    goto fail;
+  *out = srv;
+  return 0;
+
+fail:
+  grace_grpc_server_free(srv);
+  return rv;
+}
+
+int grace_grpc_server_register(grace_grpc_server *srv,
+                               const grace_grpc_method *m) {
+  if (srv == NULL || m == NULL)
+    return GRACE_EINVAL;
+  if (srv->started)
+    return GRACE_ESTATE;
+  return add_method(srv, m);
+}
+
+int grace_grpc_server_listen(grace_grpc_server *srv, const char *addr) {
+  return grace_http_server_listen(srv->http, addr);
+}
+
+int grace_grpc_server_listen_fd(grace_grpc_server *srv, int fd) {
+  return grace_http_server_listen_fd(srv->http, fd);
+}
+
+int grace_grpc_server_port(grace_grpc_server *srv, unsigned index) {
+  return grace_http_server_port(srv->http, index);
+}
+
+grace_http_server *grace_grpc_server_http(grace_grpc_server *srv) {
+  return srv->http;
+}
+
+int grace_grpc_server_start(grace_grpc_server *srv) {
+  int rv = grace_http_server_start(srv->http);
+  if (rv == 0)
+    srv->started = 1;
+  return rv;
+}
+
+grace_ctx *grace_grpc_server_stopping_ctx(grace_grpc_server *srv) {
+  return grace_http_server_shutdown_ctx(srv->http);
+}
+
+static void http_drained(grace_http_server *http, void *data) {
+  grace_grpc_server *srv = data;
+  (void)http;
+  if (srv->done != NULL)
+    srv->done(srv, srv->done_data);
+}
+
+int grace_grpc_server_graceful_stop_begin(
+    grace_grpc_server *srv, void (*done)(grace_grpc_server *srv, void *data),
+    void *data) {
+  if (srv == NULL)
+    return GRACE_EINVAL;
+  pthread_mutex_lock(&srv->lock);
+  if (srv->stopping) {
+    pthread_mutex_unlock(&srv->lock);
+    return GRACE_ESHUTDOWN;
+  }
+  srv->stopping = 1;
+  srv->done = done;
+  srv->done_data = data;
+  pthread_mutex_unlock(&srv->lock);
+  /* NOT_SERVING to every Watch, which then ends: a long-lived health
+   * stream must not hold the drain up. */
+  notify_watches(srv, "*", 1);
+  return grace_http_server_shutdown_begin(srv->http, http_drained, srv);
+}
+
+int grace_grpc_server_drained_fd(grace_grpc_server *srv) {
+  return grace_http_server_drained_fd(srv->http);
+}
+
+int grace_grpc_server_graceful_stop(grace_grpc_server *srv, grace_ctx *ctx,
+                                    int *cut) {
+  int rv = grace_grpc_server_graceful_stop_begin(srv, NULL, NULL);
+  if (rv != 0 && rv != GRACE_ESHUTDOWN)
+    return rv;
+  if (cut != NULL)
+    *cut = 0;
+  rv = grace_http_server_shutdown(srv->http, ctx);
+  if (rv == GRACE_ETIMEDOUT || rv == GRACE_ECANCELED) {
+    int n = grace_grpc_server_stop(srv);
+    if (cut != NULL)
+      *cut = n;
+  }
+  return rv;
+}
+
+int grace_grpc_server_stop(grace_grpc_server *srv) {
+  pthread_mutex_lock(&srv->lock);
+  srv->stopping = 1;
+  pthread_mutex_unlock(&srv->lock);
+  return grace_http_server_close(srv->http);
+}
+
+void grace_grpc_server_free(grace_grpc_server *srv) {
+  if (srv == NULL)
+    return;
+  grace_http_server_free(srv->http);
+  for (size_t i = 0; i < srv->nmethods; i++)
+    free(srv->methods[i].path);
+  free(srv->methods);
+  for (size_t i = 0; i < srv->nhealth; i++)
+    free(srv->health[i].service);
+  free(srv->health);
+  pthread_mutex_destroy(&srv->lock);
+  free(srv);
+}
