@@ -71,6 +71,7 @@ static int on_open(grace__loop *loop) {
   grace__loop_tlist_set(loop, TL_IDLE,
                         (uint64_t)(srv->opts.idle_timeout / GRACE_MILLISECOND));
   grace__loop_tlist_set(loop, TL_LINGER, LINGER_MS);
+  grace__loop_tlist_set(loop, TL_GOAWAY, GOAWAY_ACK_MS);
   if (loop->index != 0)
     return 0;
   for (unsigned i = 0; i < srv->nlisteners; i++) {
