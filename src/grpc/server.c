@@ -11,6 +11,7 @@
  */
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -72,6 +73,7 @@ struct grace_grpc_call {
   char *watch_service;
   int64_t deadline_at; /* grpc-timeout, monotonic ns; 0: none */
   call_op finish_op;    /* the finish, posted without allocating */
+  atomic_int posted;    /* sends posted to the loop, not yet applied */
   int busy;             /* callbacks of this call running */
   uint8_t cancelled, deadline_passed, user_finished, headers_sent;
 };
@@ -205,6 +207,7 @@ static void on_op(grace__loop *loop, grace__post *post) {
     return;
   }
   (void)apply_send(op->call, op->bytes, op->len);
+  atomic_fetch_sub(&op->call->posted, 1);
   free(op->bytes);
   free(op);
 }
@@ -238,7 +241,9 @@ static int send_framed(grace_grpc_call *call, const ProtobufCMessage *msg,
   uint8_t *buf = frame(call, msg, raw, len, &flen, &err);
   if (buf == NULL)
     return err;
-  if (grace__loop_is_current(call->loop)) {
+  /* Directly only when nothing posted from another thread is pending:
+   * the messages of a call go out in the order they were sent. */
+  if (grace__loop_is_current(call->loop) && atomic_load(&call->posted) == 0) {
     int rv = apply_send(call, buf, flen);
     free(buf);
     return rv;
@@ -252,6 +257,7 @@ static int send_framed(grace_grpc_call *call, const ProtobufCMessage *msg,
   op->bytes = buf;
   op->len = flen;
   op->post.fn = on_op;
+  atomic_fetch_add(&call->posted, 1);
   grace__loop_post(call->loop, &op->post);
   return 0;
 }
@@ -271,7 +277,7 @@ int grace_grpc_call_send_bytes(grace_grpc_call *call, const void *data,
 
 void grace_grpc_call_finish(grace_grpc_call *call, grace_grpc_code code,
                             const char *message) {
-  if (grace__loop_is_current(call->loop)) {
+  if (grace__loop_is_current(call->loop) && atomic_load(&call->posted) == 0) {
     apply_finish(call, code, message);
     return;
   }

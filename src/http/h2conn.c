@@ -46,12 +46,17 @@ static void update_idle(h1conn *c) {
 }
 
 void grace__h2c_flush(h1conn *c) {
-  if (grace__conn_closing(c) || (c->flags & (CF_WRITING | CF_H2_IN_RECV)))
+  if (grace__conn_closing(c) || (c->flags & (CF_WRITING | CF_H2_BUSY)))
     return;
   for (;;) {
     const uint8_t *p;
     size_t n;
-    if (grace__h2_output(c->h2, &p, &n) != 0) {
+    /* Pulling output can close streams, whose callbacks may answer and
+     * ask for a flush: this loop is that flush. */
+    c->flags |= CF_H2_BUSY;
+    int rv = grace__h2_output(c->h2, &p, &n);
+    c->flags &= (uint16_t)~CF_H2_BUSY;
+    if (rv != 0) {
       grace__conn_close(c);
       return;
     }
@@ -176,11 +181,15 @@ static void on_data(grace__h2_stream *s, const uint8_t *data, size_t len,
     hooks->on_data(req, data, len, hooks->data);
     return;
   }
-  /* h2.c enforces max_request_body; this cannot exceed it. */
-  if (req != NULL &&
-      grace__dbuf_append(&req->body, data, len, req->srv->opts.max_body_bytes) !=
-          0)
-    grace__h2_reset(s, NGHTTP2_CANCEL);
+  if (req != NULL && !req->complete &&
+      grace__dbuf_append(&req->body, data, len,
+                         req->srv->opts.max_body_bytes) != 0) {
+    static const char body[] = "413 Request Entity Too Large";
+    grace__h2_stream_set_data(s, NULL);
+    grace__req_free(req);
+    if (grace__h2_respond(s, 413, NULL, 0, body, sizeof(body) - 1) != 0)
+      grace__h2_reset(s, NGHTTP2_CANCEL);
+  }
 }
 
 static void on_request_end(grace__h2_stream *s, void *user) {
@@ -234,9 +243,9 @@ static const grace__h2_callbacks callbacks = {
 /* ---- the connection ------------------------------------------------------- */
 
 void grace__h2c_read(h1conn *c, const char *data, size_t n) {
-  c->flags |= CF_H2_IN_RECV;
+  c->flags |= CF_H2_BUSY;
   ssize_t rv = grace__h2_recv(c->h2, (const uint8_t *)data, n);
-  c->flags &= (uint16_t)~CF_H2_IN_RECV;
+  c->flags &= (uint16_t)~CF_H2_BUSY;
   /* On an error the session still has its GOAWAY to write. */
   grace__h2c_flush(c);
   if (rv < 0 && !grace__conn_closing(c) && !(c->flags & CF_WRITING))
@@ -248,7 +257,11 @@ void grace__h2c_start(h1conn *c, const char *data, size_t n) {
   grace__h2_options opts;
   memset(&opts, 0, sizeof(opts));
   opts.max_header_list = (uint32_t)srv->opts.max_header_bytes;
-  opts.max_request_body = srv->opts.max_body_bytes;
+  /* With streaming requests (gRPC) the body is a stream of messages
+   * whose limits the protocol enforces; plain requests are held to
+   * max_body_bytes in on_data. */
+  opts.max_request_body =
+      srv->stream_hooks.on_start != NULL ? 0 : srv->opts.max_body_bytes;
   grace__loop_tlist_remove(c->hl->loop, &c->timeout);
   if (grace__h2_new(&callbacks, c, &opts, &c->h2) != 0) {
     grace__conn_close(c);
@@ -271,7 +284,8 @@ static int answer_headers(grace_http_request *req, grace__h2_header **out,
   grace__h2_header *h = calloc(cap, sizeof(*h));
   if (h == NULL)
     return GRACE_ENOMEM;
-  char *p = req->resp_headers.p, *end = p + req->resp_headers.len;
+  char *p = req->resp_headers.p;
+  char *end = p != NULL ? p + req->resp_headers.len : NULL;
   while (p != NULL && p < end) {
     char *colon = memchr(p, ':', (size_t)(end - p));
     char *eol = memchr(p, '\r', (size_t)(end - p));
@@ -339,7 +353,9 @@ void grace__h2c_expire(h1conn *c, unsigned list) {
 
 int grace__h2c_force_close(h1conn *c) {
   int cut = (int)c->nreqs;
+  c->flags |= CF_H2_BUSY; /* its callbacks must not flush or close */
   grace__h2_force_close(c->h2, NGHTTP2_NO_ERROR);
+  c->flags &= (uint16_t)~CF_H2_BUSY;
   grace__h2c_flush(c); /* best effort: the GOAWAY */
   return cut;
 }

@@ -81,7 +81,7 @@ enum {
   CF_READ_PAUSED = 1 << 6,/* read-ahead full */
   CF_PARSER_PAUSED = 1 << 7,
   CF_SEEN_BYTES = 1 << 8, /* some request bytes were ever received */
-  CF_H2_IN_RECV = 1 << 9  /* inside grace__h2_recv: no output pull */
+  CF_H2_BUSY = 1 << 9  /* inside a call into h2.c: no pull, no close */
 };
 
 typedef struct h1conn {

@@ -6,9 +6,11 @@ PING is acknowledged) while the stream in flight completes.
 """
 
 import errno
+import os
 import re
 import shutil
 import signal
+import tempfile
 import time
 import unittest
 
@@ -40,8 +42,13 @@ class Http2(gracetest.ProgramTestCase):
         p.wait_port(port)
         return p, port
 
+    def tmpdir(self):
+        d = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, d)
+        return d
+
     def test_get_and_bad_duration_over_h2c(self):
-        p, port = self.start_server()
+        p, port = self.start_server("-max-body-bytes", "1000")
         c = self.client(gracetest.Client(["curl", "-s", "-i", "--http2-prior-knowledge",
                          "http://127.0.0.1:%d/sleep?duration=10ms" % port]))
         self.assertEqual(c.wait(10), 0)
@@ -52,6 +59,15 @@ class Http2(gracetest.ProgramTestCase):
         self.assertEqual(c.wait(10), 0)
         self.assertTrue(c.stdout.startswith(b"HTTP/2 400"), c.stdout)
         self.assertIn(b'time: invalid duration "abc"\n', c.stdout)
+        # A body over -max-body-bytes: 413, as over HTTP/1.1.
+        body = os.path.join(self.tmpdir(), "body")
+        with open(body, "wb") as f:
+            f.write(b"x" * 5000)
+        c = self.client(gracetest.Client(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                         "--http2-prior-knowledge", "--data-binary", "@" + body,
+                         "http://127.0.0.1:%d/" % port]))
+        self.assertEqual(c.wait(10), 0)
+        self.assertEqual(c.stdout, b"413")
         # HTTP/1.1 still works on the same port.
         r = gracetest.get(port, "/")
         self.assertEqual(r.status, 200)

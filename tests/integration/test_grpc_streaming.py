@@ -1,0 +1,110 @@
+"""gRPC streaming methods of every kind against Debian's python3-grpcio:
+server streaming, client streaming, bidirectional (answered from another
+thread), and a stream that never ends, which a graceful stop with a
+deadline escalates on, reporting the call it cut.
+"""
+
+import re
+import signal
+import time
+import unittest
+
+import gracetest
+from gracetest import bound, free_port
+
+try:
+    import grpc
+except ImportError:  # pragma: no cover
+    grpc = None
+
+IDENT = lambda x: x  # noqa: E731
+
+
+@unittest.skipUnless(grpc is not None, "python3-grpcio is not importable by /usr/bin/python3")
+class GrpcStreaming(gracetest.ProgramTestCase):
+    def setUp(self):
+        super().setUp()
+        self.channels = []
+
+    def tearDown(self):
+        for ch in self.channels:
+            ch.close()
+        super().tearDown()
+
+    def start_server(self, *extra):
+        port = free_port()
+        p = self.start("grpc-stream-server", "-port", str(port), *extra)
+        p.wait_port(port)
+        ch = grpc.insecure_channel("127.0.0.1:%d" % port)
+        self.channels.append(ch)
+        return p, ch
+
+    def test_every_kind(self):
+        p, ch = self.start_server()
+        unary = ch.unary_unary("/Echo/Unary", request_serializer=IDENT,
+                               response_deserializer=IDENT)
+        self.assertEqual(unary(b"ping", timeout=5), b"ping")
+        self.assertEqual(unary(b"", timeout=5), b"")
+        ss = ch.unary_stream("/Echo/ServerStream", request_serializer=IDENT,
+                             response_deserializer=IDENT)
+        self.assertEqual(list(ss(b"200", timeout=10)),
+                         [str(i).encode() for i in range(200)])
+        cs = ch.stream_unary("/Echo/ClientStream", request_serializer=IDENT,
+                             response_deserializer=IDENT)
+        msgs = [bytes([i % 256]) * i for i in range(300)]
+        self.assertEqual(cs(iter(msgs), timeout=10),
+                         ("%d/%d" % (len(msgs), sum(map(len, msgs)))).encode())
+        bidi = ch.stream_stream("/Echo/Bidi", request_serializer=IDENT,
+                                response_deserializer=IDENT)
+        words = [("w%d" % i).encode() * (i + 1) for i in range(100)]
+        self.assertEqual(list(bidi(iter(words), timeout=10)), words)
+        # Large messages both ways, over the flow-control windows.
+        big = b"z" * (3 << 20)
+        self.assertEqual(len(unary(big, timeout=20)), len(big))
+
+    def test_stuck_stream_escalates_at_deadline(self):
+        p, ch = self.start_server("-shutdown-timeout", "400ms")
+        forever = ch.unary_stream("/Echo/Forever", request_serializer=IDENT,
+                                  response_deserializer=IDENT)
+        stream = forever(b"x", timeout=30)
+        p.wait_line("Forever started", timeout=5.0)
+        t_sig = p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait_exit(5.0), 1)
+        dt = p.exit_time - t_sig
+        self.assertGreater(dt, 0.38)
+        self.assertLess(dt, 0.4 + bound(0.3, 1.0))
+        self.assertTrue(any(re.search(r"context deadline exceeded, 1 call\(s\) cut", m)
+                            for m in p.messages()), p.messages())
+        with self.assertRaises(grpc.RpcError) as cm:
+            list(stream)
+        self.assertIn(cm.exception.code(), (grpc.StatusCode.UNAVAILABLE,
+                                            grpc.StatusCode.CANCELLED))
+
+    def test_client_cancels_streams(self):
+        p, ch = self.start_server()
+        forever = ch.unary_stream("/Echo/Forever", request_serializer=IDENT,
+                                  response_deserializer=IDENT)
+        for _ in range(5):
+            s = forever(b"x", timeout=30)
+            p.wait_line("Forever started", timeout=5.0)
+            s.cancel()
+        cs = ch.stream_unary("/Echo/ClientStream", request_serializer=IDENT,
+                             response_deserializer=IDENT)
+
+        def slow():
+            yield b"a"
+            time.sleep(5)
+            yield b"b"
+
+        fut = cs.future(slow(), timeout=30)
+        time.sleep(0.3)
+        fut.cancel()
+        time.sleep(0.3)
+        # Every handler was told and finished: the stop does not wait.
+        t_sig = p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait_exit(5.0), 0)
+        self.assertLess(p.exit_time - t_sig, 1.0 + bound(0.5, 1.5))
+
+
+if __name__ == "__main__":
+    gracetest.main()

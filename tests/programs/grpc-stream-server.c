@@ -1,0 +1,190 @@
+/*
+ * A gRPC server for the streaming tests (not an example): raw-byte methods
+ * of every kind, answered from the loop thread or from another thread.
+ *
+ *   /Echo/Unary         replies with the request
+ *   /Echo/ServerStream  request "N" (ASCII digits): N replies "0".."N-1"
+ *   /Echo/ClientStream  replies, once the client is done, with the count
+ *                       of messages and their total length, "count/bytes"
+ *   /Echo/Bidi          echoes each message at once, from a worker thread;
+ *                       ends OK when the client is done
+ *   /Echo/Forever       never answers until cancelled or the server stops
+ *                       (watches grace_grpc_server_stopping_ctx)
+ *
+ * Flags: -port N, -shutdown-timeout D.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grace/flags.h"
+#include "grace/grpc.h"
+#include "grace/log.h"
+#include "grace/signal.h"
+
+static void unary(grace_grpc_call *call, const void *msg, void *data) {
+  const grace_grpc_bytes *b = msg;
+  (void)data;
+  grace_grpc_call_send_bytes(call, b->data, b->len);
+  grace_grpc_call_finish(call, GRACE_GRPC_OK, NULL);
+}
+
+static void server_stream(grace_grpc_call *call, const void *msg, void *data) {
+  const grace_grpc_bytes *b = msg;
+  char num[32];
+  (void)data;
+  size_t n = b->len < sizeof(num) ? b->len : sizeof(num) - 1;
+  memcpy(num, b->data, n);
+  num[n] = '\0';
+  long count = strtol(num, NULL, 10);
+  for (long i = 0; i < count; i++) {
+    int len = snprintf(num, sizeof(num), "%ld", i);
+    grace_grpc_call_send_bytes(call, num, (size_t)len);
+  }
+  grace_grpc_call_finish(call, GRACE_GRPC_OK, NULL);
+}
+
+typedef struct tally {
+  long count, bytes;
+} tally;
+
+static void client_stream(grace_grpc_call *call, const void *msg, void *data) {
+  const grace_grpc_bytes *b = msg;
+  tally *t = grace_grpc_call_data(call);
+  (void)data;
+  if (t == NULL) {
+    t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+      grace_grpc_call_finish(call, GRACE_GRPC_RESOURCE_EXHAUSTED, NULL);
+      return;
+    }
+    grace_grpc_call_set_data(call, t);
+  }
+  t->count++;
+  t->bytes += (long)b->len;
+}
+
+static void client_stream_end(grace_grpc_call *call, void *data) {
+  tally *t = grace_grpc_call_data(call);
+  char out[64];
+  (void)data;
+  int len = snprintf(out, sizeof(out), "%ld/%ld", t ? t->count : 0,
+                     t ? t->bytes : 0);
+  free(t);
+  grace_grpc_call_set_data(call, NULL);
+  grace_grpc_call_send_bytes(call, out, (size_t)len);
+  grace_grpc_call_finish(call, GRACE_GRPC_OK, NULL);
+}
+
+static void client_stream_cancel(grace_grpc_call *call, void *data) {
+  (void)data;
+  free(grace_grpc_call_data(call));
+  grace_grpc_call_set_data(call, NULL);
+  grace_grpc_call_finish(call, GRACE_GRPC_CANCELLED, NULL);
+}
+
+typedef struct echo_job {
+  grace_grpc_call *call;
+  size_t len;
+  unsigned char data[];
+} echo_job;
+
+static void *echo_thread(void *arg) {
+  echo_job *job = arg;
+  grace_grpc_call_send_bytes(job->call, job->data, job->len);
+  free(job);
+  return NULL;
+}
+
+static void bidi(grace_grpc_call *call, const void *msg, void *data) {
+  const grace_grpc_bytes *b = msg;
+  (void)data;
+  echo_job *job = malloc(sizeof(*job) + b->len);
+  pthread_t t;
+  if (job == NULL) {
+    grace_grpc_call_finish(call, GRACE_GRPC_RESOURCE_EXHAUSTED, NULL);
+    return;
+  }
+  job->call = call;
+  job->len = b->len;
+  memcpy(job->data, b->data, b->len);
+  /* Answer from another thread, then wait for it: the send is posted to
+   * the loop and goes out in order before the finish. */
+  if (pthread_create(&t, NULL, echo_thread, job) != 0) {
+    free(job);
+    grace_grpc_call_finish(call, GRACE_GRPC_INTERNAL, NULL);
+    return;
+  }
+  pthread_join(t, NULL);
+}
+
+static void bidi_end(grace_grpc_call *call, void *data) {
+  (void)data;
+  grace_grpc_call_finish(call, GRACE_GRPC_OK, NULL);
+}
+
+static void cancel_ok(grace_grpc_call *call, void *data) {
+  (void)data;
+  grace_grpc_call_finish(call, GRACE_GRPC_CANCELLED, "cancelled");
+}
+
+static void forever(grace_grpc_call *call, const void *msg, void *data) {
+  (void)call;
+  (void)msg;
+  (void)data;
+  grace_log("Forever started");
+}
+
+int main(int argc, char **argv) {
+  int64_t port = 0;
+  grace_duration shutdown_timeout = 0;
+  grace_grpc_server *srv;
+  grace_ctx *ctx = NULL;
+  char addr[32];
+  int cut = 0;
+
+  grace_flags *flags = grace_flags_new(argv[0]);
+  grace_flags_int(flags, "port", &port, "port");
+  grace_flags_duration(flags, "shutdown-timeout", &shutdown_timeout,
+                       "graceful stop deadline");
+  grace_flags_parse_or_exit(flags, argc, argv);
+  grace_flags_free(flags);
+
+  grace_ctx *stop = grace_signal_context();
+  if (grace_grpc_server_new(NULL, &srv) != 0)
+    return 1;
+  const grace_grpc_method methods[] = {
+      {.path = "/Echo/Unary", .on_message = unary},
+      {.path = "/Echo/ServerStream", .on_message = server_stream},
+      {.path = "/Echo/ClientStream",
+       .on_message = client_stream,
+       .on_half_close = client_stream_end,
+       .on_cancel = client_stream_cancel},
+      {.path = "/Echo/Bidi",
+       .on_message = bidi,
+       .on_half_close = bidi_end,
+       .on_cancel = cancel_ok},
+      {.path = "/Echo/Forever", .on_message = forever, .on_cancel = cancel_ok},
+  };
+  for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+    if (grace_grpc_server_register(srv, &methods[i]) != 0)
+      return 1;
+  snprintf(addr, sizeof(addr), "127.0.0.1:%d", (int)port);
+  if (grace_grpc_server_listen(srv, addr) != 0 ||
+      grace_grpc_server_start(srv) != 0)
+    return 1;
+  grace_log("listening on %d", grace_grpc_server_port(srv, 0));
+  grace_ctx_wait(stop, -1);
+  grace_log("Shutdown Server...");
+  if (shutdown_timeout > 0)
+    grace_ctx_with_timeout(grace_ctx_background(), shutdown_timeout, &ctx);
+  int rv = grace_grpc_server_graceful_stop(srv, ctx, &cut);
+  if (rv != 0)
+    grace_log("stopped: %s, %d call(s) cut", grace_strerror(rv), cut);
+  else
+    grace_log("gRPC server graceful shutdown completed");
+  grace_ctx_unref(ctx);
+  grace_grpc_server_free(srv);
+  return rv != 0;
+}
