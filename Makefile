@@ -10,11 +10,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # What building and testing need.
 DEBS := cmake make gcc clang pkg-config libuv1-dev libnghttp2-dev node-llhttp libcmocka-dev protobuf-c-compiler libprotobuf-c-dev \
-        libclang-rt-14-dev curl valgrind python3 ca-certificates
+        libclang-rt-14-dev curl valgrind python3 ca-certificates \
+        nghttp2-client python3-grpcio
 # What bench/ needs on top (the peers).
-BENCH_DEBS := wrk nginx-light golang-go haproxy nghttp2-client
+BENCH_DEBS := wrk nginx-light golang-go haproxy nghttp2-client g++ \
+        golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev \
+        protobuf-compiler protoc-gen-go protoc-gen-go-grpc libgrpc++-dev \
+        protobuf-compiler-grpc python3-grpcio python3-hpack
 
-.PHONY: all deps bench-deps build build-asan build-tsan test test-default \
+.PHONY: all deps bench-deps build build-asan build-tsan build-release test test-default \
         test-asan test-tsan demo bench clean
 
 all: build
@@ -59,11 +63,16 @@ test-asan: build-asan
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	ctest --test-dir build-asan --output-on-failure -j 2
 
+# Release (-O3) finds warnings the other builds do not; it is what bench/ runs.
+build-release: deps
+	cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
+	cmake --build build-release -j $(JOBS)
+
 test-tsan: build-tsan
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	ctest --test-dir build-tsan --output-on-failure -j 2
 
-test: test-default test-asan test-tsan
+test: test-default test-asan test-tsan build-release
 	@echo "make test: every build passed"
 
 demo: build
@@ -73,4 +82,4 @@ bench: bench-deps
 	bash bench/run_all.sh
 
 clean:
-	rm -rf build build-asan build-tsan build-bench
+	rm -rf build build-asan build-tsan build-release build-bench build-bench-grpc

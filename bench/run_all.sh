@@ -13,7 +13,8 @@
 # Environment: GRACE_BENCH_SRC_DIRS (default "core;net;http"),
 # GRACE_BENCH_SKIP_BUILD=1 to use build-bench/ as it is. Options after the
 # script name are not taken; run the scripts one by one to change theirs.
-# Total time: about 2 minutes on 2 cores.
+# Total time: about 2 minutes on 2 cores, plus about 1.5 for the gRPC
+# benchmarks at the end (steps 4-6 below).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -63,5 +64,63 @@ for cmd in "$here/http_throughput.sh" "/usr/bin/python3 $here/shutdown_lag.py" \
   fi
   echo | tee -a "$summary"
 done
+
+# --- gRPC benchmarks (bench/README.md, "gRPC benchmarks") ---
+#   4. ours: a Release build of examples/greeter-server in build-bench-grpc/
+#      (GRACE_SRC_DIRS from GRACE_BENCH_GRPC_SRC_DIRS, default
+#      "core;net;http;grpc"; only the greeter-server target), when
+#      examples/greeter-server.c exists; if it does not build, the scripts
+#      take build-bench/ or build/ (they print which), else skip ours.
+#   5. the peers: bench/grpc/go-greeter/build.sh (grpc-go, GOPATH mode,
+#      offline) and bench/grpc/cpp-greeter/build.sh (gRPC C-core, g++).
+#   6. bench/grpc_throughput.sh, bench/grpc_shutdown.py. About 1.5 minutes.
+if [[ ${GRACE_BENCH_SKIP_BUILD:-0} != 1 ]]; then
+  if [[ -f $repo/examples/greeter-server.c && -d $repo/src/grpc ]]; then
+    echo "building ours (Release) greeter-server in $repo/build-bench-grpc ..." >&2
+    if cmake -S "$repo" -B "$repo/build-bench-grpc" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+          -DGRACE_SANITIZE=OFF -DGRACE_TSAN=OFF \
+          "-DGRACE_SRC_DIRS=${GRACE_BENCH_GRPC_SRC_DIRS:-core;net;http;grpc}" \
+          '-DGRACE_TEST_FILTER=^greeter-server$' >"$out/logs/cmake-grpc.log" 2>&1 &&
+       cmake --build "$repo/build-bench-grpc" -j2 --target greeter-server >>"$out/logs/cmake-grpc.log" 2>&1; then
+      echo "built $repo/build-bench-grpc/examples/greeter-server" >&2
+    else
+      echo "ours' greeter-server did not build in Release (see $out/logs/cmake-grpc.log);" \
+        "the gRPC benchmarks take build-bench/ or build/ if there is one" >&2
+      rm -f "$repo/build-bench-grpc/examples/greeter-server"
+    fi
+  else
+    echo "examples/greeter-server.c does not exist yet: no build of ours for gRPC" >&2
+  fi
+fi
+grpc_peers=1
+for b in build-go build-cpp; do
+  if ! /usr/bin/python3 "$here/grpc/grpclib.py" "$b" >/dev/null 2>>"$out/logs/grpc-peers.log"; then
+    echo "gRPC peer $b failed (see $out/logs/grpc-peers.log; Debian packages in bench/README.md)" | tee -a "$summary"
+    grpc_peers=0
+    status=1
+  fi
+done
+
+if [[ $grpc_peers == 1 ]]; then
+  {
+    echo "grace gRPC benchmarks, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "ours:    $(/usr/bin/python3 "$here/grpc/grpclib.py" find-ours 2>&1 || echo 'not built (skipped)')"
+    echo "grpc-go: $(dpkg-query -W -f='${Version}' golang-google-grpc-dev 2>/dev/null) (Debian golang-google-grpc-dev), $(go version | cut -d' ' -f3)"
+    echo "C-core:  $(pkg-config --modversion grpc++ 2>/dev/null) (Debian libgrpc++-dev, sync server)"
+    echo "h2load:  $(h2load --version 2>&1 | head -1)"
+    echo
+  } | tee -a "$summary"
+  for cmd in "$here/grpc_throughput.sh" "/usr/bin/python3 $here/grpc_shutdown.py"; do
+    name=$(basename "${cmd##* }")
+    echo "== $name" >&2
+    $cmd 2> >(tee "$out/logs/$name.stderr" >&2) | tee -a "$summary"
+    rc=${PIPESTATUS[0]}
+    if [[ $rc != 0 ]]; then
+      echo "($name exited with status $rc: see $out/logs/$name.stderr)" | tee -a "$summary"
+      status=1
+    fi
+    echo | tee -a "$summary"
+  done
+fi
 echo "summary written to $summary" >&2
 exit $status

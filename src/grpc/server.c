@@ -228,7 +228,7 @@ static uint8_t *frame(grace_grpc_call *call, const ProtobufCMessage *msg,
   grace__grpc_prefix_encode(buf, 0, body);
   if (msg != NULL)
     protobuf_c_message_pack(msg, buf + GRACE__GRPC_PREFIX_LEN);
-  else if (body > 0)
+  else if (raw != NULL && body > 0)
     memcpy(buf + GRACE__GRPC_PREFIX_LEN, raw, body);
   *out_len = GRACE__GRPC_PREFIX_LEN + body;
   return buf;

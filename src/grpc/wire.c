@@ -505,7 +505,7 @@ int grace__grpc_reader_read(grace__grpc_reader *r, const uint8_t *data,
 int grace__grpc_reader_feed(grace__grpc_reader *r, const uint8_t *data,
                             size_t len, grace__grpc_msg_cb cb, void *cbdata) {
   grace__grpc_msg msg;
-  size_t used;
+  size_t used = 0;
   int rv;
 
   if (cb == NULL)
