@@ -672,8 +672,20 @@ static void test_listen_fd_adopted(void **state) {
 
 /* With every descriptor in use, accept fails with EMFILE; the server must
  * back off (not spin) and recover once descriptors are free again. */
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define GRACE_TEST_TSAN 1
+#endif
+#endif
+
 static void test_emfile_backoff(void **state) {
   (void)state;
+#ifdef GRACE_TEST_TSAN
+  /* ThreadSanitizer opens descriptors of its own at unpredictable moments,
+   * so it cannot run with every descriptor in use; the plain and ASan
+   * builds run this test. */
+  skip();
+#endif
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
@@ -750,6 +762,10 @@ static void test_status_text(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      /* First: it forks, and a child forked from a process with threads
+       * (libuv's pool, once test_run_blocking_keeps_loop_free has run)
+       * had better not start more under sanitizers. */
+      cmocka_unit_test(test_emfile_backoff),
       cmocka_unit_test(test_keepalive_and_pipelining),
       cmocka_unit_test(test_byte_at_a_time),
       cmocka_unit_test(test_head_sizes_around_buffer_growth),
@@ -765,7 +781,6 @@ int main(void) {
       cmocka_unit_test(test_conn_states_observed),
       cmocka_unit_test(test_listen_errors),
       cmocka_unit_test(test_listen_fd_adopted),
-      cmocka_unit_test(test_emfile_backoff),
       cmocka_unit_test(test_status_text),
   };
   return cmocka_run_group_tests_name("http", tests, NULL, NULL);
