@@ -9,23 +9,20 @@ began, deadlines, cancellation, server streaming (health Watch), health
 Check, the escalating -shutdown-timeout, bad input, and valgrind.
 """
 
+import errno
 import os
 import re
 import shutil
 import signal
 import struct
 import tempfile
-import threading
 import time
 import unittest
 
 import gracetest
 from gracetest import bound, free_port
 
-try:
-    import grpc
-except ImportError:  # pragma: no cover - depends on the machine
-    grpc = None
+from grpctest import IDENT, GrpcTestCase, grpc, needs_grpc
 
 NGHTTP = shutil.which("nghttp")
 VALGRIND = shutil.which("valgrind")
@@ -60,30 +57,14 @@ def framed(msg):
     return struct.pack(">BI", 0, len(msg)) + msg
 
 
-IDENT = lambda x: x  # noqa: E731  (bytes in, bytes out)
 
-
-@unittest.skipUnless(grpc is not None, "python3-grpcio is not importable by /usr/bin/python3")
-class GreeterServer(gracetest.ProgramTestCase):
-    def setUp(self):
-        super().setUp()
-        self.channels = []
-
-    def tearDown(self):
-        for ch in self.channels:
-            ch.close()
-        super().tearDown()
-
+@needs_grpc
+class GreeterServer(GrpcTestCase):
     def start_server(self, *extra, wrapper=()):
         port = free_port()
         p = self.start("greeter-server", "-port", str(port), *extra, wrapper=wrapper)
         p.wait_port(port, timeout=30.0 if wrapper else 10.0)
         return p, port
-
-    def channel(self, port):
-        ch = grpc.insecure_channel("127.0.0.1:%d" % port)
-        self.channels.append(ch)
-        return ch
 
     def say_hello(self, ch):
         return ch.unary_unary("/Greeter/SayHello", request_serializer=IDENT,
@@ -161,7 +142,7 @@ class GreeterServer(gracetest.ProgramTestCase):
         p.send_signal(signal.SIGTERM)
         p.wait_line(re.escape(SHUTDOWN), timeout=2.0)
         time.sleep(0.2)
-        self.assertEqual(gracetest.connect_error(port), __import__("errno").ECONNREFUSED)
+        self.assertEqual(gracetest.connect_error(port), errno.ECONNREFUSED)
         # A new call on the same channel cannot use the draining connection
         # and cannot open another: a retryable UNAVAILABLE, at once.
         t0 = time.monotonic()

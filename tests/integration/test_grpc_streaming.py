@@ -7,37 +7,20 @@ deadline escalates on, reporting the call it cut.
 import re
 import signal
 import time
-import unittest
 
 import gracetest
 from gracetest import bound, free_port
 
-try:
-    import grpc
-except ImportError:  # pragma: no cover
-    grpc = None
-
-IDENT = lambda x: x  # noqa: E731
+from grpctest import IDENT, GrpcTestCase, grpc, needs_grpc
 
 
-@unittest.skipUnless(grpc is not None, "python3-grpcio is not importable by /usr/bin/python3")
-class GrpcStreaming(gracetest.ProgramTestCase):
-    def setUp(self):
-        super().setUp()
-        self.channels = []
-
-    def tearDown(self):
-        for ch in self.channels:
-            ch.close()
-        super().tearDown()
-
+@needs_grpc
+class GrpcStreaming(GrpcTestCase):
     def start_server(self, *extra):
         port = free_port()
         p = self.start("grpc-stream-server", "-port", str(port), *extra)
         p.wait_port(port)
-        ch = grpc.insecure_channel("127.0.0.1:%d" % port)
-        self.channels.append(ch)
-        return p, ch
+        return p, self.channel(port)
 
     def test_every_kind(self):
         p, ch = self.start_server()

@@ -97,13 +97,8 @@ class Syncer(gracetest.ProgramTestCase):
                                         "Stop Syncer done"])
 
     def test_second_signal_exits_one_at_once(self):
-        if gracetest.TSAN:
-            # ThreadSanitizer's runtime (clang 14) defers an asynchronous
-            # signal's handler while another thread is alive, so the second
-            # signal's _exit(1) only runs after the worker thread ends: the
-            # behaviour under test cannot be observed in a TSan build.
-            self.skipTest("TSan defers the second signal's handler")
-        p = self.start(PROG, "-interval", "200ms", "-cleanup", "1s")
+        # A 5 s cleanup, so that an exit that waited for it is unmistakable.
+        p = self.start(PROG, "-interval", "200ms", "-cleanup", "5s")
         p.wait_line(r" %s$" % TICK, timeout=bound(3.0, 10.0))
         p.send_signal(signal.SIGINT)
         p.wait_line(r" Stop Syncer start$", timeout=bound(1.0, 3.0))
@@ -113,7 +108,11 @@ class Syncer(gracetest.ProgramTestCase):
         self.assertEqual(rc, 1)
         lag = p.exit_time - sent
         self.report("exit after second signal", lag * 1000)
-        self.assertLess(lag, bound(0.2, 1.0))
+        # ThreadSanitizer's runtime (clang 14) defers asynchronous signal
+        # handlers to points of its choosing: in a TSan build the _exit(1)
+        # comes about 1.0 s after the second signal (measured), still long
+        # before the 5 s cleanup would end.
+        self.assertLess(lag, 2.5 if gracetest.TSAN else bound(0.2, 1.0))
         msgs = p.messages()
         self.assertNotIn("Stop Syncer done", msgs)
         self.assertEqual(msgs[-2:], ["Stop loop", "Stop Syncer start"])
