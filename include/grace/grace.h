@@ -8,6 +8,8 @@
 #include "grace/duration.h"
 #include "grace/error.h"
 #include "grace/flags.h"
+#include "grace/grpc.h"
+#include "grace/grpc_client.h"
 #include "grace/grpc_status.h"
 #include "grace/http.h"
 #include "grace/log.h"

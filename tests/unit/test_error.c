@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "grace/error.h"
+#include "grace/grace.h" /* the umbrella header compiles on its own */
 
 /* Every code declared in include/grace/error.h. */
 static const struct {
