@@ -22,6 +22,9 @@ ALL_SCENARIOS=(http_one_signal http_two_signals http_deadline)
 # shellcheck source=scripts/demo_syncer.sh
 . "$(dirname "${BASH_SOURCE[0]}")/demo_syncer.sh"
 ALL_SCENARIOS+=(syncer_one_signal syncer_two_signals)
+# shellcheck source=scripts/demo_grpc.sh
+. "$(dirname "${BASH_SOURCE[0]}")/demo_grpc.sh"
+ALL_SCENARIOS+=(grpc_one_signal grpc_two_signals)
 
 BIN_DIR=${1:?usage: demo.sh BIN_DIR [SCENARIO...]}
 shift

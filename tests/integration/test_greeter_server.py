@@ -90,6 +90,36 @@ class GreeterServer(GrpcTestCase):
         self.assertIn("Received: world", msgs)
         self.assertRegex(msgs[0], r"^server listening at \[::\]:%d$" % port)
 
+    def test_seed_scenario_with_greeter_client(self):
+        # The seed, both halves ours: a 3 s call, SIGTERM after 0.5 s.
+        p, port = self.start_server()
+        c = self.start("greeter-client", "-addr", "localhost:%d" % port,
+                       "-name", "world", "-duration", "3s", "-timeout", "60s")
+        p.wait_line("Received: world", timeout=5.0)
+        time.sleep(0.5)
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(c.wait_exit(10.0), 0, c.stderr_text())
+        self.assertEqual(c.messages(), ["Greeting: Hello world"])
+        self.assertEqual(p.wait_exit(5.0), 0)
+        lag = p.exit_time - c.exit_time
+        print("    measured: server exit - client exit = %.1f ms" % (lag * 1000))
+        self.assertLess(lag, bound(0.1, 0.3))
+        self.assertEqual(p.messages()[-2:], [SHUTDOWN, DONE])
+
+    def test_two_signals_greeter_client_fails_unavailable(self):
+        p, port = self.start_server()
+        c = self.start("greeter-client", "-addr", "localhost:%d" % port,
+                       "-duration", "10s")
+        p.wait_line("Received: world", timeout=5.0)
+        p.send_signal(signal.SIGTERM)
+        p.wait_line(re.escape(SHUTDOWN), timeout=2.0)
+        p.send_signal(signal.SIGINT)
+        self.assertEqual(p.wait_exit(3.0), 1)
+        self.assertEqual(c.wait_exit(5.0), 1)
+        msgs = c.messages()
+        self.assertEqual(len(msgs), 1, msgs)
+        self.assertRegex(msgs[0], r"^could not greet: rpc error: code = (Unavailable|Internal) desc = ")
+
     def test_two_signals_exit_1_call_fails(self):
         p, port = self.start_server()
         ch = self.channel(port)
