@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # What building and testing need.
 DEBS := cmake make gcc clang pkg-config libuv1-dev libnghttp2-dev node-llhttp libcmocka-dev protobuf-c-compiler libprotobuf-c-dev \
         libclang-rt-14-dev curl valgrind python3 ca-certificates \
-        nghttp2-client python3-grpcio
+        nghttp2-client python3-grpcio systemd
 # What bench/ needs on top (the peers).
 BENCH_DEBS := wrk nginx-light golang-go haproxy nghttp2-client g++ \
         golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev \

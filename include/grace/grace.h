@@ -8,12 +8,14 @@
 #include "grace/duration.h"
 #include "grace/error.h"
 #include "grace/flags.h"
+#include "grace/group.h"
 #include "grace/grpc.h"
 #include "grace/grpc_client.h"
 #include "grace/grpc_status.h"
 #include "grace/http.h"
 #include "grace/log.h"
 #include "grace/signal.h"
+#include "grace/systemd.h"
 #include "grace/worker.h"
 
 #endif /* GRACE_GRACE_H */
