@@ -10,6 +10,7 @@ Check, the escalating -shutdown-timeout, bad input, and valgrind.
 """
 
 import errno
+import gzip
 import os
 import re
 import shutil
@@ -301,6 +302,22 @@ class GreeterServer(GrpcTestCase):
                 "http://127.0.0.1:%d/Greeter/SayHello" % port]))
             self.assertEqual(c.wait(10), 0)
             self.assertIn("grpc-status: 13", c.stdout.decode())
+            # A compressed message (flag 1, grpc-encoding gzip): no
+            # decompressor here, so UNIMPLEMENTED, as grpc-go's server says.
+            gz = gzip.compress(hello_request("zip"))
+            with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as f:
+                f.write(struct.pack(">BI", 1, len(gz)) + gz)
+                zipped = f.name
+            self.addCleanup(os.unlink, zipped)
+            c = self.client(gracetest.Client([
+                NGHTTP, "-v", "-H", "content-type: application/grpc",
+                "-H", "te: trailers", "-H", "grpc-encoding: gzip", "-d", zipped,
+                "http://127.0.0.1:%d/Greeter/SayHello" % port]))
+            self.assertEqual(c.wait(10), 0)
+            out = c.stdout.decode()
+            self.assertIn("grpc-status: 12", out)
+            self.assertIn("grpc-message: grpc: Decompressor is not installed for "
+                          'grpc-encoding "gzip"', out)
         # And other calls go on.
         r = self.say_hello(ch)(hello_request("after"), timeout=5)
         self.assertEqual(hello_reply_message(r), "Hello after")

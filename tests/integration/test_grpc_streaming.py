@@ -63,6 +63,20 @@ class GrpcStreaming(GrpcTestCase):
         self.assertIn(cm.exception.code(), (grpc.StatusCode.UNAVAILABLE,
                                             grpc.StatusCode.CANCELLED))
 
+    def test_long_stream_ends_itself_when_stop_begins(self):
+        # A handler that watches grace_grpc_server_stopping_ctx ends its
+        # stream at once, so the graceful stop does not wait for it.
+        p, ch = self.start_server()
+        until = ch.unary_stream("/Echo/UntilStop", request_serializer=IDENT,
+                                response_deserializer=IDENT)
+        stream = until(b"", timeout=30)
+        self.assertEqual(next(stream), b"hello")
+        t_sig = p.send_signal(signal.SIGTERM)
+        self.assertEqual(list(stream), [b"bye"])
+        self.assertEqual(stream.code(), grpc.StatusCode.OK)
+        self.assertEqual(p.wait_exit(5.0), 0)
+        self.assertLess(p.exit_time - t_sig, 1.0 + bound(0.5, 1.5))
+
     def test_client_cancels_streams(self):
         p, ch = self.start_server()
         forever = ch.unary_stream("/Echo/Forever", request_serializer=IDENT,

@@ -8,8 +8,10 @@
  *                       of messages and their total length, "count/bytes"
  *   /Echo/Bidi          echoes each message at once, from a worker thread;
  *                       ends OK when the client is done
- *   /Echo/Forever       never answers until cancelled or the server stops
- *                       (watches grace_grpc_server_stopping_ctx)
+ *   /Echo/Forever       never answers until cancelled or cut by a stop
+ *   /Echo/UntilStop     a long-lived stream that ends by itself with "bye"
+ *                       and OK the moment a graceful stop begins (it
+ *                       watches grace_grpc_server_stopping_ctx)
  *
  * Flags: -port N, -shutdown-timeout D.
  */
@@ -136,6 +138,61 @@ static void forever(grace_grpc_call *call, const void *msg, void *data) {
   grace_log("Forever started");
 }
 
+static grace_grpc_server *server;
+
+/* An /Echo/UntilStop call waiting for the stop. */
+typedef struct until_stop {
+  uv_poll_t poll;
+  grace_grpc_call *call;
+} until_stop;
+
+static void until_stop_closed(uv_handle_t *h) { free(h->data); }
+
+static void until_stop_end(until_stop *u, int stopping) {
+  grace_grpc_call *call = u->call;
+  grace_grpc_call_set_data(call, NULL);
+  uv_poll_stop(&u->poll);
+  uv_close((uv_handle_t *)&u->poll, until_stop_closed);
+  if (stopping) {
+    grace_grpc_call_send_bytes(call, "bye", 3);
+    grace_grpc_call_finish(call, GRACE_GRPC_OK, NULL);
+  } else {
+    grace_grpc_call_finish(call, GRACE_GRPC_CANCELLED, NULL);
+  }
+}
+
+static void on_stopping(uv_poll_t *p, int status, int events) {
+  (void)status;
+  (void)events;
+  until_stop_end(p->data, 1);
+}
+
+static void until_stop_start(grace_grpc_call *call, const void *msg,
+                             void *data) {
+  (void)msg;
+  (void)data;
+  int fd = grace_ctx_done_fd(grace_grpc_server_stopping_ctx(server));
+  until_stop *u = calloc(1, sizeof(*u));
+  if (u == NULL || fd < 0 ||
+      uv_poll_init(grace_grpc_call_loop(call), &u->poll, fd) != 0) {
+    free(u);
+    grace_grpc_call_finish(call, GRACE_GRPC_INTERNAL, NULL);
+    return;
+  }
+  u->call = call;
+  u->poll.data = u;
+  grace_grpc_call_set_data(call, u);
+  grace_grpc_call_send_bytes(call, "hello", 5);
+  uv_poll_start(&u->poll, UV_READABLE, on_stopping);
+}
+
+static void until_stop_cancel(grace_grpc_call *call, void *data) {
+  until_stop *u = grace_grpc_call_data(call);
+  (void)data;
+  if (u != NULL)
+    until_stop_end(u, 0);
+}
+
 int main(int argc, char **argv) {
   int64_t port = 0;
   grace_duration shutdown_timeout = 0;
@@ -154,6 +211,7 @@ int main(int argc, char **argv) {
   grace_ctx *stop = grace_signal_context();
   if (grace_grpc_server_new(NULL, &srv) != 0)
     return 1;
+  server = srv;
   const grace_grpc_method methods[] = {
       {.path = "/Echo/Unary", .on_message = unary},
       {.path = "/Echo/ServerStream", .on_message = server_stream},
@@ -166,6 +224,9 @@ int main(int argc, char **argv) {
        .on_half_close = bidi_end,
        .on_cancel = cancel_ok},
       {.path = "/Echo/Forever", .on_message = forever, .on_cancel = cancel_ok},
+      {.path = "/Echo/UntilStop",
+       .on_message = until_stop_start,
+       .on_cancel = until_stop_cancel},
   };
   for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
     if (grace_grpc_server_register(srv, &methods[i]) != 0)
