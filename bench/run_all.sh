@@ -14,7 +14,7 @@
 # GRACE_BENCH_SKIP_BUILD=1 to use build-bench/ as it is. Options after the
 # script name are not taken; run the scripts one by one to change theirs.
 # Total time: about 2 minutes on 2 cores, plus about 1.5 for the gRPC
-# benchmarks at the end (steps 4-6 below).
+# benchmarks (steps 4-6 below) and 1.5 for the HAProxy drain (steps 7-8).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -122,5 +122,45 @@ if [[ $grpc_peers == 1 ]]; then
     echo | tee -a "$summary"
   done
 fi
+# --- HAProxy drain (bench/README.md, "haproxy_drain.sh") ---
+#   7. ours: a Release build of examples/grace-demo-server in
+#      build-bench-demo/ (GRACE_SRC_DIRS from GRACE_BENCH_DEMO_SRC_DIRS,
+#      default all of src/; only the grace-demo-server target), when
+#      examples/grace-demo-server.c exists; if it does not build, the script
+#      takes build-bench/ or build/ (it prints which), else skips ours.
+#   8. bench/haproxy_drain.sh: HAProxy in front of two instances, one shut
+#      down under load; failed requests at the client. About 1.5 minutes.
+if [[ ${GRACE_BENCH_SKIP_BUILD:-0} != 1 ]]; then
+  if [[ -f $repo/examples/grace-demo-server.c && -d $repo/src/group ]]; then
+    echo "building ours (Release) grace-demo-server in $repo/build-bench-demo ..." >&2
+    if cmake -S "$repo" -B "$repo/build-bench-demo" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+          -DGRACE_SANITIZE=OFF -DGRACE_TSAN=OFF \
+          "-DGRACE_SRC_DIRS=${GRACE_BENCH_DEMO_SRC_DIRS:-core;net;http;grpc;worker;group}" \
+          '-DGRACE_TEST_FILTER=^grace-demo-server$' >"$out/logs/cmake-demo.log" 2>&1 &&
+       cmake --build "$repo/build-bench-demo" -j2 --target grace-demo-server >>"$out/logs/cmake-demo.log" 2>&1; then
+      echo "built $repo/build-bench-demo/examples/grace-demo-server" >&2
+    else
+      echo "ours' grace-demo-server did not build in Release (see $out/logs/cmake-demo.log);" \
+        "haproxy_drain.sh takes build-bench/ or build/ if there is one" >&2
+      rm -f "$repo/build-bench-demo/examples/grace-demo-server"
+    fi
+  else
+    echo "examples/grace-demo-server.c does not exist yet: no build of ours for the HAProxy drain" >&2
+  fi
+fi
+{
+  echo "grace HAProxy drain benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "haproxy: $(haproxy -v 2>&1 | head -1)"
+  echo
+} | tee -a "$summary"
+echo "== haproxy_drain.sh" >&2
+"$here/haproxy_drain.sh" 2> >(tee "$out/logs/haproxy_drain.sh.stderr" >&2) | tee -a "$summary"
+rc=${PIPESTATUS[0]}
+if [[ $rc != 0 ]]; then
+  echo "(haproxy_drain.sh exited with status $rc: see $out/logs/haproxy_drain.sh.stderr)" | tee -a "$summary"
+  status=1
+fi
+echo | tee -a "$summary"
+
 echo "summary written to $summary" >&2
 exit $status
