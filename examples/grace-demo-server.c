@@ -1,22 +1,29 @@
 /*
  * grace-demo-server: the whole lifecycle in one program.  An HTTP server
- * (the seed's /sleep and / routes, plus /readyz, /livez and /metrics) runs
- * in a grace_group, which shuts it down in phases under one deadline:
+ * (the seed's /sleep and / routes, plus /readyz, /livez and /metrics), a
+ * gRPC server (the seed's Greeter, plus grpc.health.v1) and the seed's
+ * Syncer (a periodic worker) run in one grace_group, which shuts them down
+ * together, in phases, under one deadline:
  *
- *   first SIGINT/SIGTERM  /readyz answers 503 at once; the server keeps
- *                         serving for -shutdown-delay; then it stops
- *                         accepting and drains; each phase is logged; a
- *                         drain report ends the log; exit 0
+ *   first SIGINT/SIGTERM  /readyz answers 503 and gRPC health NOT_SERVING
+ *                         at once; both servers keep serving for
+ *                         -shutdown-delay; then they stop accepting and
+ *                         drain in parallel while the Syncer finishes its
+ *                         tick and runs its cleanup; each phase is logged;
+ *                         a drain report ends the log; exit 0
  *   -shutdown-timeout     the overall deadline: what is left then is cut,
  *                         the report says what, exit 1
  *   second signal         exit 1 at once
  *
  * Under systemd (Type=notify) it sends READY=1, STOPPING=1 and
  * EXTEND_TIMEOUT_USEC while draining; with socket activation (LISTEN_FDS)
- * it serves the sockets it was given instead of -addr.
+ * it serves the sockets it was given instead of -addr: those named "grpc"
+ * (FileDescriptorName=grpc) serve gRPC, the others HTTP.
  *
- *   grace-demo-server -addr :8000 -shutdown-delay 5s -shutdown-timeout 25s
+ *   grace-demo-server -addr :8000 -grpc-addr :50051 -shutdown-delay 5s \
+ *       -shutdown-timeout 25s -interval 1s -cleanup 2s
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,40 +32,111 @@
 #include "grace/duration.h"
 #include "grace/flags.h"
 #include "grace/group.h"
+#include "grace/grpc.h"
 #include "grace/http.h"
 #include "grace/log.h"
 #include "grace/signal.h"
 #include "grace/systemd.h"
+#include "grace/worker.h"
 
+#include "greeter_handler.h"
 #include "sleep_handler.h"
 
+/* The seed's Syncer: what a tick does and how long its cleanup takes. */
+typedef struct syncer {
+  grace_duration work;    /* how long one tick's work takes */
+  grace_duration cleanup; /* how long the cleanup at stop takes */
+} syncer;
+
+/*
+ * One tick: "do something", which takes s->work.  A tick that has begun
+ * finishes its work even when the stop begins (as the seed's Go loop
+ * finishes the select case it is in); the stop only prevents the next one.
+ */
+static grace_duration sync_once(grace_worker *w, grace_ctx *ctx, void *data) {
+  const syncer *s = data;
+  char b1[GRACE_DURATION_STRLEN];
+  (void)w;
+  (void)ctx;
+  grace_log("do something");
+  if (s->work > 0) {
+    grace_ctx_wait(grace_ctx_background(), s->work);
+    grace_duration_format(s->work, b1, sizeof(b1));
+    grace_log("did something in %s", b1);
+  }
+  return GRACE_WORKER_DEFAULT;
+}
+
+/* The Syncer's Stop: takes s->cleanup, but gives up as soon as its
+ * context is done (the group's deadline passed, or it was forced). */
+static int stop_syncer(grace_worker *w, grace_ctx *ctx, void *data) {
+  const syncer *s = data;
+  (void)w;
+  grace_log("Stop Syncer start");
+  int rv = grace_ctx_wait(ctx, s->cleanup);
+  if (rv == GRACE_ECANCELED || rv == GRACE_ETIMEDOUT) {
+    grace_log("Stop Syncer cut short: %s", grace_strerror(rv));
+    return rv;
+  }
+  if (rv < 0) {
+    grace_log("Stop Syncer: %s", grace_strerror(rv));
+    return rv;
+  }
+  grace_log("Stop Syncer done");
+  return 0;
+}
+
+/* Prints Go's message for a bad address flag; returns 2 for main. */
+static int bad_addr(const char *flag, const char *addr) {
+  fprintf(stderr, "invalid value \"%s\" for flag -%s: address %s: %s\n",
+          addr, flag, addr,
+          strchr(addr, ':') ? "invalid host or port"
+                            : "missing port in address");
+  return 2;
+}
+
 int main(int argc, char **argv) {
-  const char *addr = ":8000";
-  grace_duration delay = 0, timeout = 0;
+  const char *addr = ":8000", *grpc_addr = ":50051";
+  grace_duration delay = 0, timeout = 0, interval = GRACE_SECOND;
+  syncer sy = {.work = 0, .cleanup = 0};
   int64_t loops = 0;
   char err[512];
   char **fdnames = NULL;
-  int rv;
+  int rv, code = 2;
 
   grace_flags *flags = grace_flags_new(argv[0]);
   if (flags == NULL)
     grace_log_fatal("out of memory");
-  grace_flags_string(flags, "addr", &addr,
-                     "listen address (host:port); ignored under socket "
-                     "activation (LISTEN_FDS)");
-  grace_flags_duration(flags, "shutdown-delay", &delay,
-                       "keep serving this long after the first signal, "
-                       "not ready, before draining");
-  grace_flags_duration(flags, "shutdown-timeout", &timeout,
-                       "overall deadline of the shutdown (0: "
-                       "$GRACE_SHUTDOWN_TIMEOUT, else from "
-                       "$TERMINATION_GRACE_PERIOD_SECONDS, else 27s)");
-  grace_flags_int(flags, "loops", &loops,
-                  "event-loop threads (0: one per core)");
+  if (grace_flags_string(flags, "addr", &addr,
+                         "HTTP listen address (host:port); ignored under "
+                         "socket activation (LISTEN_FDS)") != 0 ||
+      grace_flags_string(flags, "grpc-addr", &grpc_addr,
+                         "gRPC listen address (host:port); ignored under "
+                         "socket activation with a socket named grpc") != 0 ||
+      grace_flags_duration(flags, "shutdown-delay", &delay,
+                           "keep serving this long after the first signal, "
+                           "not ready, before draining") != 0 ||
+      grace_flags_duration(flags, "shutdown-timeout", &timeout,
+                           "overall deadline of the shutdown (0: "
+                           "$GRACE_SHUTDOWN_TIMEOUT, else from "
+                           "$TERMINATION_GRACE_PERIOD_SECONDS, else 27s)") !=
+          0 ||
+      grace_flags_duration(flags, "interval", &interval,
+                           "time between two Syncer ticks") != 0 ||
+      grace_flags_duration(flags, "tick-work", &sy.work,
+                           "how long one Syncer tick works") != 0 ||
+      grace_flags_duration(flags, "cleanup", &sy.cleanup,
+                           "how long the Syncer's cleanup at stop takes") !=
+          0 ||
+      grace_flags_int(flags, "loops", &loops,
+                      "event-loop threads per server (0: one per core)") != 0)
+    grace_log_fatal("cannot register the flags");
   grace_flags_parse_or_exit(flags, argc, argv);
   grace_flags_free(flags);
-  if (delay < 0 || timeout < 0 || loops < 0 || loops > 256) {
-    fprintf(stderr, "invalid -shutdown-delay, -shutdown-timeout or -loops\n");
+  if (delay < 0 || timeout < 0 || loops < 0 || loops > 256 || interval <= 0 ||
+      sy.work < 0 || sy.cleanup < 0) {
+    fprintf(stderr, "invalid -shutdown-delay, -shutdown-timeout, -loops, "
+                    "-interval, -tick-work or -cleanup\n");
     return 2;
   }
   if (timeout == 0) {
@@ -76,6 +154,8 @@ int main(int argc, char **argv) {
   if (nfds < 0)
     grace_log_fatal("socket activation: %s", grace_strerror(nfds));
 
+  /* Before any thread exists (loops, the worker), so that the signals
+   * always reach this thread's handler. */
   grace_ctx *stop = grace_signal_context();
 
   grace_group_options gopts;
@@ -99,49 +179,93 @@ int main(int argc, char **argv) {
       (rv = grace_group_http_health(group, srv)))
     grace_log_fatal("HTTP server error: %s", grace_strerror(rv));
 
-  if (nfds > 0) {
-    /* Every passed socket serves HTTP.  When the gRPC server joins, the
-     * sockets named "grpc" (FileDescriptorName=grpc) will go to it. */
-    for (int i = 0; i < nfds; i++) {
-      rv = grace_http_server_listen_fd(srv, GRACE_SD_LISTEN_FDS_START + i);
-      if (rv != 0)
-        grace_log_fatal("socket activation: descriptor %d (%s): %s",
-                        GRACE_SD_LISTEN_FDS_START + i, fdnames[i],
-                        grace_strerror(rv));
-    }
-    grace_log("Serving HTTP on %d socket%s from systemd (LISTEN_FDS)", nfds,
-              nfds == 1 ? "" : "s");
+  grace_grpc_options gropts;
+  grace_grpc_options_init(&gropts);
+  gropts.http.loops = (unsigned)loops;
+  grace_grpc_server *gsrv;
+  rv = grace_grpc_server_new(&gropts, &gsrv);
+  if (rv != 0)
+    grace_log_fatal("gRPC server error: %s", grace_strerror(rv));
+  grace_grpc_method m = {.path = "/Greeter/SayHello",
+                         .input = &hello_request__descriptor,
+                         .on_message = say_hello,
+                         .on_cancel = say_hello_cancel};
+  rv = grace_grpc_server_register(gsrv, &m);
+  if (rv != 0)
+    grace_log_fatal("gRPC server error: %s", grace_strerror(rv));
+
+  grace_worker_options wopts;
+  grace_worker_options_init(&wopts);
+  wopts.interval = interval;
+  wopts.task = sync_once;
+  wopts.cleanup = stop_syncer;
+  wopts.data = &sy;
+  wopts.name = "syncer";
+  grace_worker *w;
+  rv = grace_worker_new(&wopts, &w);
+  if (rv != 0)
+    grace_log_fatal("Syncer run err: %s", grace_strerror(rv));
+
+  int http_fds = 0, grpc_fds = 0;
+  for (int i = 0; i < nfds; i++) {
+    int fd = GRACE_SD_LISTEN_FDS_START + i;
+    bool is_grpc = strcmp(fdnames[i], "grpc") == 0;
+    rv = is_grpc ? grace_grpc_server_listen_fd(gsrv, fd)
+                 : grace_http_server_listen_fd(srv, fd);
+    if (rv != 0)
+      grace_log_fatal("socket activation: descriptor %d (%s): %s", fd,
+                      fdnames[i], grace_strerror(rv));
+    if (is_grpc)
+      grpc_fds++;
+    else
+      http_fds++;
+  }
+  grace_sd_listen_names_free(fdnames);
+  if (http_fds > 0) {
+    grace_log("Serving HTTP on %d socket%s from systemd (LISTEN_FDS)",
+              http_fds, http_fds == 1 ? "" : "s");
   } else {
     rv = grace_http_server_listen(srv, addr);
     if (rv == GRACE_EINVAL) {
-      fprintf(stderr, "invalid value \"%s\" for flag -addr: address %s: %s\n",
-              addr, addr,
-              strchr(addr, ':') ? "invalid host or port"
-                                : "missing port in address");
-      grace_http_server_free(srv);
-      grace_group_free(group);
-      return 2;
+      code = bad_addr("addr", addr);
+      goto out;
     }
     if (rv != 0)
       grace_log_fatal("HTTP server error: listen tcp %s: %s", addr,
                       grace_strerror(rv));
     grace_log("Serving HTTP on %s", addr);
   }
-  grace_sd_listen_names_free(fdnames);
+  if (grpc_fds > 0) {
+    grace_log("Serving gRPC on %d socket%s from systemd (LISTEN_FDS)",
+              grpc_fds, grpc_fds == 1 ? "" : "s");
+  } else {
+    rv = grace_grpc_server_listen(gsrv, grpc_addr);
+    if (rv == GRACE_EINVAL) {
+      code = bad_addr("grpc-addr", grpc_addr);
+      goto out;
+    }
+    if (rv != 0)
+      grace_log_fatal("gRPC server error: listen tcp %s: %s", grpc_addr,
+                      grace_strerror(rv));
+    grace_log("Serving gRPC on port %d", grace_grpc_server_port(gsrv, 0));
+  }
 
-  rv = grace_group_add_http(group, "http", srv);
-  if (rv != 0)
+  /* One group: the same phases and the same deadline for all three.  The
+   * gRPC health service follows the group's readiness. */
+  if ((rv = grace_group_add_http(group, "http", srv)) != 0 ||
+      (rv = grace_group_add_grpc(group, "grpc", gsrv)) != 0 ||
+      (rv = grace_group_add_worker(group, "syncer", w)) != 0)
     grace_log_fatal("group: %s", grace_strerror(rv));
-
-  /* More parts join the same group, and so the same phases and deadline:
-   *  - the gRPC server (greeter + grpc.health.v1, which reports
-   *    NOT_SERVING once grace_group_ready(group) turns false);
-   *  - the seed's Syncer worker (a periodic task with a cleanup).
-   * Each is one grace_group_add... call here. */
 
   grace_group_result res;
   rv = grace_group_run(group, stop, &res);
+  code = rv == 0 ? 0 : 1;
+
+out:
+  /* The group first: it borrows the servers and the worker. */
   grace_group_free(group);
+  grace_worker_free(w);
+  grace_grpc_server_free(gsrv);
   grace_http_server_free(srv);
-  return rv == 0 ? 0 : 1;
+  return code;
 }

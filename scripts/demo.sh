@@ -25,6 +25,9 @@ ALL_SCENARIOS+=(syncer_one_signal syncer_two_signals)
 # shellcheck source=scripts/demo_grpc.sh
 . "$(dirname "${BASH_SOURCE[0]}")/demo_grpc.sh"
 ALL_SCENARIOS+=(grpc_one_signal grpc_two_signals)
+# shellcheck source=scripts/demo_group.sh
+. "$(dirname "${BASH_SOURCE[0]}")/demo_group.sh"
+ALL_SCENARIOS+=(group_readiness)
 
 BIN_DIR=${1:?usage: demo.sh BIN_DIR [SCENARIO...]}
 shift

@@ -50,8 +50,9 @@
  * Parts.  The group knows a part only through one shape: begin (start a
  * graceful stop), a notifier the part calls when it is drained
  * (grace_group_part_done, from any thread), and force (cut what is left).
- * grace_group_add_http adapts an HTTP server; a gRPC server or a worker is
- * added the same way, with grace_group_add and its own ops.
+ * grace_group_add_http adapts an HTTP server, grace_group_add_grpc a gRPC
+ * server, grace_group_add_worker a periodic worker; anything else is added
+ * with grace_group_add and its own ops.
  *
  * Threads.  grace_group_run blocks the calling thread; everything it waits
  * for is a file descriptor (the stop context's, the deadline's, an eventfd
@@ -227,6 +228,13 @@ typedef struct grace_group_part_ops {
   /* Optional.  Fills |out| (zeroed before the call); any thread, must
    * not block: it is called while /metrics is served. */
   void (*stats)(grace_group_part *part, grace_group_stats *out, void *data);
+  /*
+   * Optional.  Phase 1: readiness has turned false.  A part with a
+   * readiness of its own (a gRPC health service) turns it false too, and
+   * goes on serving.  Called on the group's thread, once, for every part
+   * still running, before the shutdown delay; must return promptly.
+   */
+  void (*not_ready)(grace_group_part *part, void *data);
 } grace_group_part_ops;
 
 /*
@@ -256,6 +264,42 @@ GRACE_EXTERN int grace_group_add(grace_group *g, const char *name,
  */
 GRACE_EXTERN int grace_group_add_http(grace_group *g, const char *name,
                                       grace_http_server *srv);
+
+/* Declared in grace/grpc.h and grace/worker.h. */
+typedef struct grace_grpc_server grace_grpc_server;
+typedef struct grace_worker grace_worker;
+
+/*
+ * Adds gRPC server |srv| as a part: start is grace_grpc_server_start (a
+ * server already started is accepted as it is); in phase 1 the health
+ * service turns NOT_SERVING, for the whole server and for every service
+ * (grace_grpc_server_set_all_not_serving), while the calls go on being
+ * served through the shutdown delay; begin is
+ * grace_grpc_server_graceful_stop_begin (listeners closed, the two-phase
+ * GOAWAY, drained the moment the last connection closes: the group
+ * watches grace_grpc_server_drained_fd); force is grace_grpc_server_stop,
+ * and the stats (RPCs, not HTTP requests, and connections) come from the
+ * HTTP server underneath.  |srv| is borrowed until grace_group_free, and
+ * must not be freed before.  Returns as grace_group_add.
+ */
+GRACE_EXTERN int grace_group_add_grpc(grace_group *g, const char *name,
+                                      grace_grpc_server *srv);
+
+/*
+ * Adds periodic worker |w| as a part: start is grace_worker_start (a
+ * worker already started is accepted as it is); begin is
+ * grace_worker_stop_begin with the group's deadline (no tick is scheduled
+ * any more, a tick in progress finishes, then the cleanup runs, bounded by
+ * the deadline); drained when the worker is done (the group watches
+ * grace_worker_done_fd); force is grace_worker_force, then a wait of at
+ * most 100 ms for a task or cleanup that watches its context to return,
+ * and the report says whether the cleanup finished ("cleanup cut short:
+ * operation canceled", "task or cleanup still running").  |w| is
+ * borrowed until grace_group_free, and must not be freed before.
+ * Returns as grace_group_add.
+ */
+GRACE_EXTERN int grace_group_add_worker(grace_group *g, const char *name,
+                                        grace_worker *w);
 
 /*
  * The notifier: the part is drained (|err| 0) or its stop failed (|err| <

@@ -137,6 +137,16 @@ GRACE_EXTERN int grace_grpc_server_set_serving(grace_grpc_server *srv,
                                                int serving);
 
 /*
+ * Turns every health status NOT_SERVING, for good: the whole server ("")
+ * and every service, set or registered (Check("Greeter") too), and tells
+ * every Watch; later grace_grpc_server_set_serving calls do not undo it.
+ * Calls go on being served: this is readiness, not a stop (a lifecycle
+ * group calls it at its first shutdown phase, before its delay).
+ * Thread-safe.  Returns 0, or GRACE_EINVAL for NULL.
+ */
+GRACE_EXTERN int grace_grpc_server_set_all_not_serving(grace_grpc_server *srv);
+
+/*
  * Begins a graceful stop without waiting: health turns NOT_SERVING (Watch
  * calls get it, then end with OK), listeners close, connections get the
  * two-phase GOAWAY.  Returns once the listeners are closed.  |done| (may

@@ -784,6 +784,11 @@ static void shutdown_phases(grace_group *g, run_state *r) {
   int64_t t0 = grace_now();
   set_phase(g, GRACE_GROUP_NOT_READY);
   atomic_store(&g->ready, false);
+  /* Parts with a readiness of their own (a gRPC health service) follow. */
+  for (grace_group_part *p = g->parts; p != NULL; p = p->next)
+    if (p->ops.not_ready != NULL &&
+        atomic_load(&p->state) == GRACE_GROUP_PART_RUNNING)
+      p->ops.not_ready(p, p->data);
   if (g->notify) {
     grace_sd_notify("STOPPING=1\nSTATUS=Shutting down: not ready");
     g->notify_next = r->t_stop; /* the first extension now */

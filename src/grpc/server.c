@@ -45,6 +45,7 @@ struct grace_grpc_server {
   size_t nhealth;
   grace__list watches;
   int stopping;
+  int all_not_serving; /* grace_grpc_server_set_all_not_serving */
   int started;
   void (*done)(grace_grpc_server *srv, void *data);
   void *done_data;
@@ -530,7 +531,7 @@ static int health_status(grace_grpc_server *srv, const char *service) {
   int known = service[0] == '\0';
   for (size_t i = 0; i < srv->nhealth; i++)
     if (strcmp(srv->health[i].service, service) == 0) {
-      if (srv->stopping)
+      if (srv->stopping || srv->all_not_serving)
         return GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
       return srv->health[i].serving
                  ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
@@ -542,7 +543,7 @@ static int health_status(grace_grpc_server *srv, const char *service) {
             srv->methods[i].path[slen + 1] == '/';
   if (!known)
     return GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
-  return srv->stopping
+  return srv->stopping || srv->all_not_serving
              ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
              : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
 }
@@ -661,6 +662,16 @@ int grace_grpc_server_set_serving(grace_grpc_server *srv, const char *service,
   srv->health[i].serving = serving != 0;
   pthread_mutex_unlock(&srv->lock);
   notify_watches(srv, service, 0);
+  return 0;
+}
+
+int grace_grpc_server_set_all_not_serving(grace_grpc_server *srv) {
+  if (srv == NULL)
+    return GRACE_EINVAL;
+  pthread_mutex_lock(&srv->lock);
+  srv->all_not_serving = 1;
+  pthread_mutex_unlock(&srv->lock);
+  notify_watches(srv, "*", 0);
   return 0;
 }
 

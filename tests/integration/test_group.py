@@ -1,5 +1,12 @@
 """The lifecycle group end to end: examples/grace-demo-server as a process.
 
+The issue's scenario: one signal with an HTTP request, a gRPC call (Debian's
+python3-grpcio) and a Syncer tick in flight: all three complete, the phases
+are logged in order, exit 0.  gRPC health turns NOT_SERVING at the first
+signal on an open channel (for "" and for "Greeter") while calls are still
+served through the delay; a stuck gRPC call is cut at the deadline, exit 1,
+and the report names the gRPC part.
+
 One signal with a request in flight: every phase is logged, in order, the
 request is served, the drain report says clean, exit 0.  Readiness: with
 -shutdown-delay, /readyz answers 503 at once while new requests are still
@@ -23,6 +30,7 @@ import time
 
 import gracetest
 from gracetest import bound, curl, free_port, now
+from grpctest import IDENT, grpc, needs_grpc
 
 SERVER = "grace-demo-server"
 
@@ -124,13 +132,79 @@ class NotifySocket:
         self.sock.close()
 
 
+def pb_string(field, s):
+    b = s.encode()
+    return bytes([field << 3 | 2, len(b)]) + b
+
+
+def hello_request(name="world", duration=""):
+    return pb_string(1, name) + (pb_string(2, duration) if duration else b"")
+
+
+def hello_reply_message(b):
+    assert b[0] == 0x0A, b
+    return b[2:2 + b[1]].decode()
+
+
+def health_request(service=""):
+    return pb_string(1, service) if service else b""
+
+
+SERVING, NOT_SERVING = 1, 2
+
+
+def health_status(b):
+    return b[1] if len(b) >= 2 and b[0] == 0x08 else 0
+
+
+def grpc_flag():
+    """-grpc-addr on a free port: never the default :50051, which other
+    programs on this machine may hold."""
+    port = free_port()
+    return ["-grpc-addr", "127.0.0.1:%d" % port], port
+
+
 class GroupTest(gracetest.ProgramTestCase):
 
-    def start_server(self, *flags, env=None):
+    def setUp(self):
+        super().setUp()
+        self.channels = []
+
+    def tearDown(self):
+        for ch in self.channels:
+            ch.close()
+        super().tearDown()
+
+    def start_server(self, *flags, env=None, wrapper=(), timeout=10.0):
         port = free_port()
-        p = self.start(SERVER, "-addr", "127.0.0.1:%d" % port, *flags, env=env)
-        p.wait_port(port)
+        gflag, self.grpc_port = grpc_flag()
+        p = self.start(SERVER, "-addr", "127.0.0.1:%d" % port, *gflag, *flags, env=env,
+                       wrapper=wrapper)
+        p.wait_port(port, timeout=timeout)
+        p.wait_port(self.grpc_port, timeout=timeout)
+        # Listening comes before ready: /readyz says 503 "not ready" until
+        # every part has started.
+        deadline = now() + timeout
+        while gracetest.get(port, "/readyz").status != 200:
+            self.assertLess(now(), deadline, "never ready")
+            time.sleep(0.01)
         return p, port
+
+    def channel(self, port):
+        ch = grpc.insecure_channel("127.0.0.1:%d" % port)
+        self.channels.append(ch)
+        return ch
+
+    @staticmethod
+    def say_hello(ch):
+        return ch.unary_unary("/Greeter/SayHello", request_serializer=IDENT,
+                              response_deserializer=IDENT)
+
+    @staticmethod
+    def check(ch, service=""):
+        rpc = ch.unary_unary("/grpc.health.v1.Health/Check", request_serializer=IDENT,
+                             response_deserializer=IDENT)
+        return health_status(rpc(health_request(service), timeout=5.0))
 
     def assert_phases(self, p, patterns):
         msgs = p.messages()
@@ -317,6 +391,126 @@ class GroupTest(gracetest.ProgramTestCase):
         self.assertEqual(p.stderr_text(),
                          'GRACE_SHUTDOWN_TIMEOUT: time: invalid duration "soon"')
 
+    # -- the whole group: HTTP, gRPC and the Syncer -----------------------------
+
+    @needs_grpc
+    def test_one_signal_http_grpc_and_tick_in_flight_all_complete_exit_0(self):
+        # Ticks back to back, each working 800 ms: the Syncer is always
+        # mid-tick.
+        p, port = self.start_server("-shutdown-timeout", "10s", "-interval", "50ms",
+                                    "-tick-work", "800ms", "-cleanup", "300ms")
+        ch = self.channel(self.grpc_port)
+        self.assertEqual(hello_reply_message(self.say_hello(ch)(hello_request("warm"),
+                                                                timeout=5.0)),
+                         "Hello warm")
+        p.wait_line(r" do something$")
+        c = self.client(curl("--max-time", "10",
+                             "http://127.0.0.1:%d/sleep?duration=1s" % port))
+        fut = self.say_hello(ch).future(hello_request("world", "1s"), timeout=10)
+        p.wait_line(r" Received: world$")
+        time.sleep(0.3)
+        self.assertTrue(c.running(), "curl finished before the signal")
+        self.assertFalse(fut.done(), "the call finished before the signal")
+        n_before = len(p.messages())
+        t_sig = p.send_signal(signal.SIGTERM)
+
+        self.assertEqual(hello_reply_message(fut.result(timeout=5.0)), "Hello world")
+        self.assertEqual(c.wait(5.0), 0, "curl failed: %r" % c.stderr)
+        self.assertEqual(c.stdout, b"Welcome HTTP Server")
+        self.assertEqual(p.wait_exit(10.0), 0)
+        self.assert_go_log_only(p)
+        self.assert_phases(p, [
+            r"^Serving HTTP on ",
+            r"^Serving gRPC on port \d+$",
+            r"^Shutdown started \(context canceled\): deadline 10s, delay 0s$",
+            r"^Shutdown phase 1 \(not ready\) took \S+$",
+            r"^Shutdown phase 2 \(delay 0s\) took \S+$",
+            r'^Part "http" draining \(began in \S+\)$',
+            r'^Part "grpc" draining \(began in \S+\)$',
+            r'^Part "syncer" draining \(began in \S+\)$',
+            r"^Shutdown phase 3 \(drain\) took \S+$",
+            r"^Drain report: result=clean duration=\S+ requests_completed=1 "
+            r"rpcs_completed=1 idle_closed=\d+ requests_cut=0$",
+        ])
+        msgs = p.messages()
+        for part in ("http", "grpc", "syncer"):
+            self.assertTrue(any(re.match(r'^Part "%s" drained in \S+$' % part, m)
+                                for m in msgs), "%s not drained: %r" % (part, msgs))
+        # The tick in progress at the signal finished, no tick began after
+        # it, then the cleanup ran to its end.
+        after = msgs[n_before:]
+        self.assertIn("did something in 800ms", after)
+        self.assertNotIn("do something", after[after.index("did something in 800ms"):])
+        self.assertLess(after.index("did something in 800ms"), after.index("Stop Syncer start"))
+        self.assertIn("Stop Syncer done", after)
+        m = self.report(p)
+        self.assertEqual(m.group(1), "clean")
+        self.assertGreaterEqual(parse_duration(m.group(2)), 0.5)
+        self.assertLess(p.exit_time - t_sig, 3.0)
+
+    @needs_grpc
+    def test_grpc_health_not_serving_at_once_while_serving_through_the_delay(self):
+        p, port = self.start_server("-shutdown-delay", "1500ms", "-shutdown-timeout", "10s")
+        ch = self.channel(self.grpc_port)
+        self.assertEqual(self.check(ch), SERVING)
+        self.assertEqual(self.check(ch, "Greeter"), SERVING)
+        t_sig = p.send_signal(signal.SIGTERM)
+        # On the channel opened before the signal: NOT_SERVING at once...
+        while True:
+            st = self.check(ch)
+            if st == NOT_SERVING:
+                break
+            self.assertEqual(st, SERVING)
+            self.assertLess(now() - t_sig, PROMPT, "gRPC health still SERVING after the signal")
+        self.report_value("signal -> gRPC health NOT_SERVING", (now() - t_sig) * 1000)
+        self.assertEqual(self.check(ch, "Greeter"), NOT_SERVING)
+        self.assertEqual(gracetest.get(port, "/readyz").status, 503)
+        # ...while calls are still served during the delay, on it and on a
+        # new connection.
+        self.assertEqual(hello_reply_message(self.say_hello(ch)(hello_request("late"),
+                                                                timeout=5.0)),
+                         "Hello late")
+        ch2 = self.channel(self.grpc_port)
+        self.assertEqual(hello_reply_message(self.say_hello(ch2)(hello_request("new"),
+                                                                 timeout=5.0)),
+                         "Hello new")
+        self.assertEqual(self.check(ch2, "Greeter"), NOT_SERVING)
+        self.assertLess(now() - t_sig, 1.4, "the checks took the whole delay")
+        self.assertEqual(p.wait_exit(5.0), 0)
+        draining = p.wait_line(r'Part "grpc" draining')
+        self.assertGreaterEqual(draining.t - t_sig, 1.45)
+        m = self.report(p)
+        self.assertEqual(m.group(1), "clean")
+
+    @needs_grpc
+    def test_stuck_grpc_call_is_cut_at_the_deadline_exit_1(self):
+        p, port = self.start_server("-shutdown-timeout", "1s")
+        ch = self.channel(self.grpc_port)
+        fut = self.say_hello(ch).future(hello_request("stuck", "30s"), timeout=20)
+        p.wait_line(r" Received: stuck$")
+        t_sig = p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait_exit(5.0), 1)
+        took = p.exit_time - t_sig
+        self.report_value("signal -> forced exit, gRPC call stuck (deadline 1s)", took * 1000)
+        self.assertGreaterEqual(took, 1.0)
+        self.assertLess(took, 1.0 + PROMPT)
+        with self.assertRaises(grpc.RpcError) as cm:
+            fut.result(timeout=5.0)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assert_go_log_only(p)
+        self.assert_phases(p, [
+            r"^Shutdown started \(context canceled\): deadline 1s, delay 0s$",
+            r'^Part "grpc" draining',
+            r"^Shutdown phase 3 \(drain\) cut short by the deadline after \S+$",
+            r'^Part "grpc" forced in \S+: 1 RPC cut, 1 connection closed$',
+            r"^Shutdown phase 4 \(force\) took \S+$",
+            r"^Drain report: result=forced ",
+        ])
+        m = self.report(p)
+        self.assertEqual(m.group(1), "forced")
+        self.assertEqual(m.group(6), "1")
+        self.assertEqual(m.group(7), "grpc (1 RPC cut, 1 connection closed)")
+
     # -- systemd --------------------------------------------------------------
 
     def notify_socket(self):
@@ -336,6 +530,7 @@ class GroupTest(gracetest.ProgramTestCase):
         taken.listen(1)
         self.addCleanup(taken.close)
         p = self.start(SERVER, "-addr", "127.0.0.1:%d" % taken.getsockname()[1],
+                       *grpc_flag()[0],
                        wrapper=[sys.executable, "-c", ACTIVATOR, gracetest.HOST,
                                 str(port), "http"],
                        env={"NOTIFY_SOCKET": notify.path})
@@ -370,7 +565,7 @@ class GroupTest(gracetest.ProgramTestCase):
         notify = self.notify_socket()
         port = free_port()
         # It listens, and execs the service (same pid) at the first connection.
-        p = self.start(SERVER, wrapper=[tool, "-l", "127.0.0.1:%d" % port, "--fdname=web",
+        p = self.start(SERVER, *grpc_flag()[0], wrapper=[tool, "-l", "127.0.0.1:%d" % port, "--fdname=web",
                                         "-E", "NOTIFY_SOCKET=" + notify.path])
         p.wait_port(port)
         notify.wait_for("READY=1")
@@ -389,14 +584,18 @@ class GroupTest(gracetest.ProgramTestCase):
             self.skipTest("valgrind does not mix with sanitizers: run it on a plain build")
         self.assertIsNotNone(shutil.which("valgrind"), "valgrind is not installed")
         notify = self.notify_socket()
-        port = free_port()
-        p = self.start(SERVER, "-addr", "127.0.0.1:%d" % port, "-loops", "2",
-                       "-shutdown-delay", "300ms", "-shutdown-timeout", "20s",
-                       wrapper=["valgrind", "--leak-check=full",
-                                "--errors-for-leak-kinds=definite,indirect",
-                                "--error-exitcode=99"],
-                       env={"NOTIFY_SOCKET": notify.path})
-        p.wait_port(port, timeout=60.0)
+        p, port = self.start_server("-loops", "2", "-shutdown-delay", "300ms",
+                                    "-shutdown-timeout", "20s", "-interval", "200ms",
+                                    "-cleanup", "200ms",
+                                    wrapper=["valgrind", "--leak-check=full",
+                                             "--errors-for-leak-kinds=definite,indirect",
+                                             "--error-exitcode=99"],
+                                    env={"NOTIFY_SOCKET": notify.path}, timeout=60.0)
+        fut = None
+        if grpc is not None:
+            ch = self.channel(self.grpc_port)
+            self.assertEqual(self.check(ch, "Greeter"), SERVING)
+            fut = self.say_hello(ch).future(hello_request("world", "2s"), timeout=30)
         for path, status in [("/", 200), ("/readyz", 200), ("/livez", 200), ("/metrics", 200),
                              ("/sleep?duration=abc", 400), ("/nope", 404)]:
             self.assertEqual(gracetest.get(port, path, timeout=20.0).status, status, path)
@@ -406,6 +605,8 @@ class GroupTest(gracetest.ProgramTestCase):
         p.send_signal(signal.SIGTERM)
         r = busy.read_response(timeout=20.0)
         self.assertEqual((r.status, r.body), (200, b"Welcome HTTP Server"))
+        if fut is not None:
+            self.assertEqual(hello_reply_message(fut.result(timeout=20.0)), "Hello world")
         rc = p.wait_exit(60.0)
         text = p.stderr_text()
         self.assertNotEqual(rc, 99, "valgrind found errors or leaks")
@@ -414,7 +615,9 @@ class GroupTest(gracetest.ProgramTestCase):
         if "no leaks are possible" not in text:
             self.assertRegex(text, r"definitely lost: 0 bytes in 0 blocks")
             self.assertRegex(text, r"indirectly lost: 0 bytes in 0 blocks")
-        self.assert_phases(p, PHASES)
+        self.assert_phases(p, PHASES[:-1] + [
+            r"^Drain report: result=clean duration=\S+ requests_completed=1 "
+            r"rpcs_completed=%d idle_closed=\d+ requests_cut=0$" % (fut is not None)])
         notify.wait_for("STATUS=Shut down: clean")
 
 

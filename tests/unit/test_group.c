@@ -1,8 +1,10 @@
 /*
  * Unit tests of the lifecycle group (src/group/): the phases and their
  * order, zero-lag completion, escalation at the deadline, hooks, the
- * shutdown delay, the deadline from the environment, the metrics text, and
- * the HTTP adapter against a real server on 127.0.0.1.
+ * shutdown delay, the deadline from the environment, the metrics text, the
+ * HTTP and gRPC adapters against real servers on 127.0.0.1 (the gRPC calls
+ * made by grace's own client), and the worker adapter with a tick in
+ * progress.
  *
  * Parts and hooks here are small real implementations of the part shape:
  * they record what the group asked of them and when, and report "drained"
@@ -30,9 +32,14 @@
 
 #include "grace/context.h"
 #include "grace/group.h"
+#include "grace/grpc.h"
+#include "grace/grpc_client.h"
 #include "grace/http.h"
 #include "grace/log.h"
+#include "grace/worker.h"
+#include "health.pb-c.h"
 
+#include "../../examples/greeter_handler.h"
 #include "../../examples/sleep_handler.h"
 
 #define MS GRACE_MILLISECOND
@@ -1347,6 +1354,322 @@ static void test_http_part_forced_at_deadline(void **state) {
   (void)buf;
 }
 
+/* ---- tests: the gRPC adapter on a real server ----------------------------- */
+
+static grace_grpc_server *grpc_server(grace_group *g, int *port) {
+  grace_grpc_options opts;
+  grace_grpc_server *srv;
+  grace_grpc_options_init(&opts);
+  opts.http.loops = 2;
+  assert_int_equal(grace_grpc_server_new(&opts, &srv), 0);
+  grace_grpc_method m = {.path = "/Greeter/SayHello",
+                         .input = &hello_request__descriptor,
+                         .on_message = say_hello,
+                         .on_cancel = say_hello_cancel};
+  assert_int_equal(grace_grpc_server_register(srv, &m), 0);
+  assert_int_equal(grace_grpc_server_listen(srv, "127.0.0.1:0"), 0);
+  *port = grace_grpc_server_port(srv, 0);
+  assert_true(*port > 0);
+  assert_int_equal(grace_group_add_grpc(g, "grpc", srv), 0);
+  return srv;
+}
+
+/* One SayHello made on its own thread, as a client process would. */
+typedef struct hello_call {
+  grace_grpc_channel *ch;
+  char duration[16];
+  int rv;
+  char reply[64];
+  pthread_t thread;
+} hello_call;
+
+static void *hello_main(void *arg) {
+  hello_call *c = arg;
+  HelloRequest req;
+  ProtobufCMessage *resp = NULL;
+  grace_grpc_status st = GRACE_GRPC_STATUS_INIT;
+  char name[] = "world";
+  hello_request__init(&req);
+  req.name = name;
+  req.duration = c->duration;
+  c->rv = grace_grpc_channel_unary_pb(c->ch, "/Greeter/SayHello", &req.base,
+                                      &hello_reply__descriptor, NULL, &resp,
+                                      &st);
+  if (c->rv == 0) {
+    snprintf(c->reply, sizeof(c->reply), "%s", ((HelloReply *)resp)->message);
+    protobuf_c_message_free_unpacked(resp, NULL);
+  }
+  grace_grpc_status_clear(&st);
+  return NULL;
+}
+
+static void hello_start(hello_call *c, grace_grpc_channel *ch,
+                        const char *duration) {
+  memset(c, 0, sizeof(*c));
+  c->ch = ch;
+  snprintf(c->duration, sizeof(c->duration), "%s", duration);
+  assert_int_equal(pthread_create(&c->thread, NULL, hello_main, c), 0);
+}
+
+/* Health Check of |service| on |ch|: the serving status, or -code. */
+static int health_check(grace_grpc_channel *ch, const char *service) {
+  Grpc__Health__V1__HealthCheckRequest req;
+  ProtobufCMessage *resp = NULL;
+  grace_grpc_status st = GRACE_GRPC_STATUS_INIT;
+  char name[32];
+  snprintf(name, sizeof(name), "%s", service);
+  grpc__health__v1__health_check_request__init(&req);
+  req.service = name;
+  int rv = grace_grpc_channel_unary_pb(
+      ch, "/grpc.health.v1.Health/Check", &req.base,
+      &grpc__health__v1__health_check_response__descriptor, NULL, &resp, &st);
+  grace_grpc_status_clear(&st);
+  if (rv != 0)
+    return -rv;
+  int status = (int)((Grpc__Health__V1__HealthCheckResponse *)resp)->status;
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return status;
+}
+
+/* Waits (bounded) until /metrics shows |n| RPCs in flight. */
+static void wait_rpcs_inflight(grace_group *g, int n) {
+  char want[80];
+  snprintf(want, sizeof(want), "grace_grpc_rpcs_inflight{part=\"grpc\"} %d\n",
+           n);
+  for (int64_t until = grace_now() + 5 * GRACE_SECOND;;) {
+    char *text;
+    assert_int_equal(grace_group_metrics(g, &text, NULL), 0);
+    bool found = strstr(text, want) != NULL;
+    free(text);
+    if (found)
+      return;
+    assert_true(grace_now() < until);
+    sleep_for(MS);
+  }
+}
+
+#define SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+#define NOT_SERVING                                                            \
+  GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+
+static void test_grpc_part_not_serving_then_drains_a_call(void **state) {
+  (void)state;
+  int port;
+  char target[32];
+  runner r;
+  hello_call c;
+  grace_grpc_channel *ch;
+
+  grace_group *g = new_group(300 * MS, 10 * GRACE_SECOND);
+  grace_grpc_server *srv = grpc_server(g, &port);
+  snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+  assert_int_equal(grace_grpc_channel_new(target, NULL, &ch), 0);
+  capture_start();
+  runner_start(&r, g);
+  wait_ready(g);
+  assert_int_equal(health_check(ch, ""), SERVING);
+  assert_int_equal(health_check(ch, "Greeter"), SERVING);
+
+  /* A call answered by a timer 600 ms later, in flight at the stop. */
+  hello_start(&c, ch, "600ms");
+  wait_rpcs_inflight(g, 1);
+  grace_ctx_cancel(r.stop);
+  wait_phase(g, GRACE_GROUP_NOT_READY);
+  /* Phase 1: NOT_SERVING for the server and for each service, while the
+   * server still serves calls through the delay. */
+  assert_int_equal(health_check(ch, ""), NOT_SERVING);
+  assert_int_equal(health_check(ch, "Greeter"), NOT_SERVING);
+  assert_int_equal(grace_group_phase_now(g), GRACE_GROUP_DELAY);
+  pthread_join(c.thread, NULL);
+  int64_t t_answer = grace_now();
+  runner_join(&r);
+  const char *log = capture_end();
+
+  assert_int_equal(c.rv, 0);
+  assert_string_equal(c.reply, "Hello world");
+  assert_int_equal(r.rv, 0);
+  assert_true(r.t_end - t_answer < lag());
+  assert_int_equal(r.res.rpcs_completed, 1);
+  assert_int_equal(r.res.requests_completed, 0);
+  assert_int_equal(r.res.requests_cut, 0);
+  assert_int_equal(grace_group_part_get_state(grace_group_find(g, "grpc")),
+                   GRACE_GROUP_PART_DRAINED);
+  assert_log_in_order(log, (const char *const[]){
+                               "Received: world",
+                               "Shutdown phase 1 (not ready)",
+                               "Part \"grpc\" draining",
+                               "Part \"grpc\" drained in ",
+                               "Drain report: result=clean duration=",
+                               " requests_completed=0 rpcs_completed=1 ",
+                               NULL});
+  grace_grpc_channel_free(ch);
+  grace_group_free(g);
+  grace_grpc_server_free(srv);
+}
+
+static void test_grpc_part_forced_at_deadline(void **state) {
+  (void)state;
+  int port;
+  char target[32];
+  runner r;
+  hello_call c;
+  grace_grpc_channel *ch;
+
+  grace_group *g = new_group(0, 250 * MS);
+  grace_grpc_server *srv = grpc_server(g, &port);
+  snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+  assert_int_equal(grace_grpc_channel_new(target, NULL, &ch), 0);
+  capture_start();
+  runner_start(&r, g);
+  wait_ready(g);
+  hello_start(&c, ch, "30s");
+  wait_rpcs_inflight(g, 1);
+  int64_t t0 = grace_now();
+  grace_ctx_cancel(r.stop);
+  runner_join(&r);
+  pthread_join(c.thread, NULL);
+  const char *log = capture_end();
+
+  assert_int_equal(c.rv, GRACE_GRPC_UNAVAILABLE);
+  assert_int_equal(r.rv, GRACE_ETIMEDOUT);
+  assert_true(r.t_end - t0 >= 250 * MS);
+  assert_true(r.t_end - t0 < 250 * MS + lag());
+  assert_int_equal(r.res.parts_forced, 1);
+  assert_int_equal(r.res.requests_cut, 1);
+  assert_int_equal(r.res.rpcs_completed, 0);
+  assert_string_equal(r.res.cut, "grpc (1 RPC cut, 1 connection closed)");
+  assert_log_in_order(
+      log, (const char *const[]){
+               "Part \"grpc\" forced in ", ": 1 RPC cut, 1 connection closed",
+               "Drain report: result=forced",
+               "cut=\"grpc (1 RPC cut, 1 connection closed)\"", NULL});
+  grace_grpc_channel_free(ch);
+  grace_group_free(g);
+  grace_grpc_server_free(srv);
+}
+
+/* ---- tests: the worker adapter -------------------------------------------- */
+
+typedef struct ticker {
+  grace_duration work;    /* each tick's work, not cut by the stop */
+  grace_duration cleanup; /* the cleanup's work, not cut either */
+  atomic_int ticks;
+} ticker;
+
+static grace_duration tick(grace_worker *w, grace_ctx *ctx, void *data) {
+  ticker *t = data;
+  (void)w;
+  (void)ctx;
+  int n = atomic_fetch_add(&t->ticks, 1);
+  record("tick %d begin", n);
+  sleep_for(t->work);
+  record("tick %d end", n);
+  return GRACE_WORKER_DEFAULT;
+}
+
+static int tick_cleanup(grace_worker *w, grace_ctx *ctx, void *data) {
+  ticker *t = data;
+  (void)w;
+  (void)ctx;
+  record("cleanup begin");
+  sleep_for(t->cleanup);
+  record("cleanup end");
+  return 0;
+}
+
+static grace_worker *ticker_worker(grace_group *g, ticker *t) {
+  grace_worker_options opts;
+  grace_worker *w;
+  grace_worker_options_init(&opts);
+  opts.interval = 10 * MS;
+  opts.task = tick;
+  opts.cleanup = tick_cleanup;
+  opts.data = t;
+  assert_int_equal(grace_worker_new(&opts, &w), 0);
+  assert_int_equal(grace_group_add_worker(g, "syncer", w), 0);
+  return w;
+}
+
+static void test_worker_part_finishes_its_tick_then_cleans_up(void **state) {
+  (void)state;
+  runner r;
+  ticker t = {.work = 300 * MS, .cleanup = 100 * MS};
+  atomic_init(&t.ticks, 0);
+  events_reset();
+
+  grace_group *g = new_group(0, 10 * GRACE_SECOND);
+  grace_worker *w = ticker_worker(g, &t);
+  capture_start();
+  runner_start(&r, g);
+  wait_ready(g);
+  for (int64_t until = grace_now() + 5 * GRACE_SECOND;
+       event_index("tick 0 begin") < 0;) {
+    assert_true(grace_now() < until);
+    sleep_for(MS);
+  }
+  sleep_for(50 * MS); /* mid-tick */
+  record("stop");
+  grace_ctx_cancel(r.stop);
+  runner_join(&r);
+  const char *log = capture_end();
+
+  assert_int_equal(r.rv, 0);
+  assert_false(r.res.forced);
+  /* The tick in progress finished, none began after the stop, then the
+   * cleanup ran to its end before the part was drained. */
+  assert_events_in_order((const char *const[]){
+      "tick 0 begin", "stop", "tick 0 end", "cleanup begin", "cleanup end",
+      NULL});
+  assert_int_equal(event_index("tick 1 begin"), -1);
+  assert_true(r.t_end - event_time("cleanup end") < lag());
+  assert_int_equal(grace_group_part_get_state(grace_group_find(g, "syncer")),
+                   GRACE_GROUP_PART_DRAINED);
+  int status = -1;
+  assert_int_equal(grace_worker_status(w, &status), 0);
+  assert_int_equal(status, 0);
+  assert_log_in_order(log, (const char *const[]){
+                               "Part \"syncer\" draining",
+                               "Part \"syncer\" drained in ",
+                               "Drain report: result=clean", NULL});
+  grace_group_free(g);
+  grace_worker_free(w);
+}
+
+static void test_worker_part_forced_at_deadline(void **state) {
+  (void)state;
+  runner r;
+  ticker t = {.work = 0, .cleanup = 600 * MS};
+  atomic_init(&t.ticks, 0);
+  events_reset();
+
+  grace_group *g = new_group(0, 200 * MS);
+  grace_worker *w = ticker_worker(g, &t);
+  capture_start();
+  runner_start(&r, g);
+  wait_ready(g);
+  int64_t t0 = grace_now();
+  grace_ctx_cancel(r.stop);
+  runner_join(&r);
+  const char *log = capture_end();
+
+  /* The cleanup does not watch its context: force waits its 100 ms, then
+   * says the cleanup is still running. */
+  assert_int_equal(r.rv, GRACE_ETIMEDOUT);
+  assert_true(r.t_end - t0 >= 300 * MS);
+  assert_true(r.t_end - t0 < 300 * MS + lag());
+  assert_int_equal(r.res.parts_forced, 1);
+  assert_int_equal(r.res.requests_cut, 1);
+  assert_string_equal(r.res.cut, "syncer (task or cleanup still running)");
+  assert_int_equal(event_index("cleanup end"), -1);
+  assert_log_in_order(log, (const char *const[]){
+                               "Part \"syncer\" forced in ",
+                               ": task or cleanup still running",
+                               "Drain report: result=forced", NULL});
+  grace_group_free(g);
+  grace_worker_free(w); /* waits for the cleanup to return */
+  assert_true(event_index("cleanup end") >= 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_phases_run_in_order),
@@ -1365,6 +1688,10 @@ int main(void) {
       cmocka_unit_test(test_metrics_text_format),
       cmocka_unit_test(test_http_part_drains_a_real_server),
       cmocka_unit_test(test_http_part_forced_at_deadline),
+      cmocka_unit_test(test_grpc_part_not_serving_then_drains_a_call),
+      cmocka_unit_test(test_grpc_part_forced_at_deadline),
+      cmocka_unit_test(test_worker_part_finishes_its_tick_then_cleans_up),
+      cmocka_unit_test(test_worker_part_forced_at_deadline),
   };
   /* The environment of the test run must not steer the groups. */
   unsetenv("NOTIFY_SOCKET");
