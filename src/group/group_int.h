@@ -97,4 +97,9 @@ void grace__part_stats(grace_group_part *p, grace_group_stats *out);
 /* The parts as they are now: the first one and how many to walk. */
 grace_group_part *grace__group_parts(grace_group *g, unsigned *n);
 
+/* Fills the connection counters of |out| from an HTTP server's stats
+ * (http_part.c; the gRPC part's server is an HTTP server too). */
+void grace__group_conn_stats(const grace_http_stats *st,
+                             grace_group_stats *out);
+
 #endif /* GRACE_GROUP_INT_H */

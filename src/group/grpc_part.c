@@ -70,12 +70,7 @@ static void grpc_stats(grace_group_part *part, grace_group_stats *out,
   out->rpcs_total = st.requests_total;
   out->rpcs_inflight = st.requests_inflight;
   out->rpcs_cut = st.requests_cut;
-  out->conns_active = st.conns_active;
-  out->conns_idle = st.conns_idle;
-  /* The counters are read one by one: never let "new" go negative. */
-  uint64_t busy = st.conns_active + st.conns_idle;
-  out->conns_new = st.conns_open > busy ? st.conns_open - busy : 0;
-  out->conns_idle_closed = st.idle_closed_on_shutdown;
+  grace__group_conn_stats(&st, out);
 }
 
 int grace_group_add_grpc(grace_group *g, const char *name,

@@ -51,6 +51,16 @@ static int http_force(grace_group_part *part, char *what, size_t len,
   return cut;
 }
 
+void grace__group_conn_stats(const grace_http_stats *st,
+                             grace_group_stats *out) {
+  out->conns_active = st->conns_active;
+  out->conns_idle = st->conns_idle;
+  /* The counters are read one by one: never let "new" go negative. */
+  uint64_t busy = st->conns_active + st->conns_idle;
+  out->conns_new = st->conns_open > busy ? st->conns_open - busy : 0;
+  out->conns_idle_closed = st->idle_closed_on_shutdown;
+}
+
 static void http_stats(grace_group_part *part, grace_group_stats *out,
                        void *data) {
   grace_http_stats st;
@@ -60,12 +70,7 @@ static void http_stats(grace_group_part *part, grace_group_stats *out,
   out->requests_total = st.requests_total;
   out->requests_inflight = st.requests_inflight;
   out->requests_cut = st.requests_cut;
-  out->conns_active = st.conns_active;
-  out->conns_idle = st.conns_idle;
-  /* The counters are read one by one: never let "new" go negative. */
-  uint64_t busy = st.conns_active + st.conns_idle;
-  out->conns_new = st.conns_open > busy ? st.conns_open - busy : 0;
-  out->conns_idle_closed = st.idle_closed_on_shutdown;
+  grace__group_conn_stats(&st, out);
 }
 
 int grace_group_add_http(grace_group *g, const char *name,
