@@ -357,14 +357,13 @@ static void parse(h1conn *c, const char *data, size_t n, int from_pending) {
 }
 
 static void continue_pending(h1conn *c) {
-  h1loop *hl = c->hl;
+  /* Per loop thread: how deep answers and next requests have nested. */
   static _Thread_local int depth;
   if (depth >= MAX_DEPTH) {
     /* Resume through the poll: a writable socket wakes us at once. */
     grace__conn_poll(c, UV_READABLE | UV_WRITABLE);
     return;
   }
-  (void)hl;
   depth++;
   grace__conn_set_state(c, GRACE_CONN_ACTIVE);
   parse(c, c->pending.p, c->pending.len, 1);

@@ -232,6 +232,34 @@ static void test_head_sizes_around_buffer_growth(void **state) {
   grace_http_server_free(srv);
 }
 
+/* More pipelined requests than answers may nest on the stack: the rest are
+ * resumed from the loop, none lost, all in order. */
+static void test_deep_pipelining(void **state) {
+  (void)state;
+  held h = {0};
+  grace_http_server *srv = start_server(NULL, &h);
+  int fd = dial(grace_http_server_port(srv, 0));
+  char req[64], all[64 * 64], buf[65536];
+  all[0] = '\0';
+  for (int i = 0; i < 60; i++) {
+    snprintf(req, sizeof(req), "GET /q?q=r%d HTTP/1.1\r\nHost: x\r\n\r\n", i);
+    strcat(all, req);
+  }
+  send_str(fd, all);
+  recv_until(fd, buf, sizeof(buf), "r59", 3000);
+  const char *p = buf;
+  for (int i = 0; i < 60; i++) {
+    char want[16];
+    snprintf(want, sizeof(want), "\r\n\r\nr%d", i);
+    p = strstr(p, want);
+    if (p == NULL)
+      fail_msg("answer %d missing or out of order", i);
+    p += strlen(want);
+  }
+  close(fd);
+  grace_http_server_free(srv);
+}
+
 static void test_routes_subtree_and_exact(void **state) {
   (void)state;
   held h = {0};
@@ -769,6 +797,7 @@ int main(void) {
       cmocka_unit_test(test_keepalive_and_pipelining),
       cmocka_unit_test(test_byte_at_a_time),
       cmocka_unit_test(test_head_sizes_around_buffer_growth),
+      cmocka_unit_test(test_deep_pipelining),
       cmocka_unit_test(test_routes_subtree_and_exact),
       cmocka_unit_test(test_http10_and_bodies),
       cmocka_unit_test(test_bad_input),
