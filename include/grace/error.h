@@ -32,6 +32,7 @@ extern "C" {
 #define GRACE_ECONNRESET (-ECONNRESET) /* connection reset by peer */
 #define GRACE_EPIPE (-EPIPE)           /* broken pipe */
 #define GRACE_ENOENT (-ENOENT)         /* no such entry */
+#define GRACE_EPROTO (-EPROTO)         /* the peer broke the protocol */
 
 /* grace's own errors, below every errno value. */
 #define GRACE_ERR_BASE (-10000)

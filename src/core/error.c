@@ -26,6 +26,8 @@ static const struct {
     {GRACE_EMFILE, "GRACE_EMFILE", NULL},
     {GRACE_ECONNRESET, "GRACE_ECONNRESET", NULL},
     {GRACE_EPIPE, "GRACE_EPIPE", NULL},
+    {GRACE_ENOENT, "GRACE_ENOENT", NULL},
+    {GRACE_EPROTO, "GRACE_EPROTO", NULL},
     /* Go's strconv.ErrSyntax and strconv.ErrRange read the same way. */
     {GRACE_ESYNTAX, "GRACE_ESYNTAX", "invalid syntax"},
     {GRACE_ERANGE, "GRACE_ERANGE", "value out of range"},

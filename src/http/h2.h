@@ -105,9 +105,8 @@
 #define GRACE__H2_SHUTDOWN_PING "\x01\x06\x01\x08\x00\x03\x03\x09"
 
 /* The peer broke the protocol: a bad preface, a flood, or a frame nghttp2
- * answered with GOAWAY.  A negated errno, as every GRACE_E* that mirrors a
- * system error; grace_strerror prints it as strerror(EPROTO) does. */
-#define GRACE__H2_EPROTO (-EPROTO)
+ * answered with GOAWAY. */
+#define GRACE__H2_EPROTO GRACE_EPROTO
 
 /* Bits of grace__h2_want_io. */
 #define GRACE__H2_WANT_READ 0x1u

@@ -732,6 +732,13 @@ static void test_emfile_backoff(void **state) {
     int client = dial(port);
     if (client < 0)
       _exit(11);
+    /* A full exchange, so the server has surely accepted this connection
+     * (else its later accept would take the descriptor freed below). */
+    char first[1024];
+    send_str(client, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    recv_until(client, first, sizeof(first), "hello\n", 3000);
+    if (strstr(first, "200 OK") == NULL)
+      _exit(16);
     int hogs[4096], nh = 0;
     struct rlimit rl = {64, 64};
     setrlimit(RLIMIT_NOFILE, &rl);
