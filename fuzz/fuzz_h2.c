@@ -1,8 +1,10 @@
 /*
- * libFuzzer target for src/http/h2.c, the sans-I/O HTTP/2 server.
+ * libFuzzer target for src/http/h2.c and h2_stream.c, the sans-I/O HTTP/2
+ * server.
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
- *     fuzz/fuzz_h2.c src/http/h2.c $(pkg-config --cflags --libs libnghttp2) \
+ *     fuzz/fuzz_h2.c src/http/h2.c src/http/h2_stream.c \
+ *     $(pkg-config --cflags --libs libnghttp2) \
  *     -o fuzz_h2
  *   ./fuzz_h2 -max_total_time=60 fuzz/corpus/h2
  *

@@ -4,6 +4,11 @@
  * application's events; the protocol itself (framing, HPACK, flow-control
  * accounting, stream states, request validation) is nghttp2's.
  *
+ * Here is the connection: its life cycle, recv and output, shutdown
+ * and the nghttp2 callbacks for incoming frames.  The stream side (the
+ * request accessors, the response and its send queue) is h2_stream.c; what
+ * the two share is in h2_int.h.
+ *
  * Memory: nothing here buffers request bytes.  A stream holds its request
  * head (bounded by max_header_list), its send queue (bounded by
  * max_send_buffer, or by the one body handed to grace__h2_respond) and its
@@ -17,14 +22,10 @@
  * stream through nghttp2's stream user data, which is cleared the moment a
  * stream closes, so no callback can reach a dead stream.
  */
-#include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
-#include "http/h2.h"
-#include "net/list.h"
+#include "http/h2_int.h"
 
 #define DEFAULT_MAX_STREAMS 100u
 #define DEFAULT_WINDOW 65535u
@@ -39,9 +40,6 @@
 /* RFC 9113 section 6.5.2: each field counts its name, its value and 32. */
 #define FIELD_OVERHEAD 32u
 
-#define NONE UINT32_MAX
-#define NO_LENGTH UINT64_MAX
-
 /* The graceful shutdown, in order. */
 enum {
   SHUT_NONE,
@@ -50,76 +48,6 @@ enum {
   SHUT_FINAL_PENDING, /* ACK or timeout: final GOAWAY at the next output */
   SHUT_FINAL_QUEUED,  /* final GOAWAY submitted */
   SHUT_FINAL_SENT     /* final GOAWAY handed out */
-};
-
-/* Stream flags. */
-enum {
-  SF_DISPATCHED = 1 << 0, /* given to on_request_headers */
-  SF_CLOSED = 1 << 1,     /* gone: on the dead list */
-  SF_TOO_LARGE = 1 << 2,  /* header list over max_header_list */
-  SF_BODY_OVER = 1 << 3,  /* body over max_request_body */
-  SF_RESPONDED = 1 << 4,  /* response HEADERS submitted */
-  SF_DATA_END = 1 << 5,   /* nothing follows the queued bytes */
-  SF_DEFERRED = 1 << 6,   /* the data provider returned DEFERRED */
-  SF_WANT_READY = 1 << 7, /* a send was refused: on_send_ready owed */
-  SF_HEAD = 1 << 8,       /* a HEAD request: no response body */
-  SF_REQ_ENDED = 1 << 9,  /* on_request_end fired */
-  SF_RESET = 1 << 10      /* grace__h2_reset was called */
-};
-
-/* A piece of response body waiting for the data provider. */
-typedef struct chunk {
-  struct chunk *next;
-  size_t len, off;
-  uint8_t data[];
-} chunk;
-
-struct grace__h2_stream {
-  grace__h2 *h2;
-  grace__list link; /* in h2->live, then in h2->dead */
-  int32_t id;
-  uint16_t flags;
-  void *data;
-  /* The request head: "name\0value\0" for each field as received (pseudo
-   * fields included), then, once complete, "path\0" and "query\0". */
-  char *head;
-  size_t head_len, head_cap;
-  size_t fields_end;   /* end of the field pairs in |head| */
-  size_t header_bytes; /* the list size as RFC 9113 counts it */
-  uint32_t method_off, scheme_off, authority_off, host_off, rawpath_off;
-  uint32_t path_off, query_off;
-  uint64_t content_length;
-  uint64_t body_received;
-  size_t unconsumed; /* manual_consume: delivered, not yet consumed */
-  /* The response. */
-  chunk *qhead, *qtail;
-  size_t queued;
-  nghttp2_nv *trailers; /* one allocation: the array, then the strings */
-  size_t ntrailers;
-};
-
-struct grace__h2 {
-  nghttp2_session *session;
-  grace__h2_callbacks cb;
-  void *user;
-  nghttp2_mem mem;
-  uint32_t max_header_list;
-  uint64_t max_request_body;
-  size_t max_send_buffer;
-  int manual_consume;
-  grace__list live; /* open streams */
-  grace__list dead; /* closed streams waiting for reap() */
-  size_t nstreams;
-  int busy;          /* depth of public calls that run callbacks */
-  int error;         /* sticky; see grace__h2_recv */
-  int cb_error;      /* why a callback failed nghttp2 */
-  int session_dead;  /* nghttp2 failed fatally: only _del is allowed */
-  int forced;        /* grace__h2_force_close was called */
-  int notice_sent;   /* the GOAWAY(2^31-1) is out */
-  int shut;          /* SHUT_* */
-  size_t preface_seen;
-  uint8_t *obuf;
-  size_t olen, ocap;
 };
 
 /* ---- allocation ---------------------------------------------------------- */
@@ -147,7 +75,7 @@ static void *std_realloc(void *p, size_t n, void *ud) {
 static const nghttp2_mem std_mem = {NULL, std_malloc, std_free, std_calloc,
                                     std_realloc};
 
-static void *h2_alloc(grace__h2 *h2, size_t n) {
+void *grace__h2_alloc(grace__h2 *h2, size_t n) {
   return h2->mem.malloc(n, h2->mem.mem_user_data);
 }
 
@@ -155,7 +83,7 @@ static void *h2_realloc(grace__h2 *h2, void *p, size_t n) {
   return h2->mem.realloc(p, n, h2->mem.mem_user_data);
 }
 
-static void h2_dealloc(grace__h2 *h2, void *p) {
+void grace__h2_dealloc(grace__h2 *h2, void *p) {
   if (p != NULL)
     h2->mem.free(p, h2->mem.mem_user_data);
 }
@@ -176,7 +104,7 @@ static int grow(grace__h2 *h2, void **buf, size_t *cap, size_t need) {
   return 0;
 }
 
-static int map_ng(int rv) {
+int grace__h2_map_ng(int rv) {
   switch (rv) {
   case 0:
     return 0;
@@ -195,28 +123,18 @@ static int map_ng(int rv) {
 
 /* ---- streams: bookkeeping ------------------------------------------------ */
 
-static grace__h2_stream *stream_of(grace__h2 *h2, int32_t id) {
+grace__h2_stream *grace__h2_stream_of(grace__h2 *h2, int32_t id) {
   if (id <= 0 || h2->session_dead)
     return NULL;
   return nghttp2_session_get_stream_user_data(h2->session, id);
 }
 
-static void queue_clear(grace__h2 *h2, grace__h2_stream *s) {
-  chunk *c = s->qhead, *next;
-  for (; c != NULL; c = next) {
-    next = c->next;
-    h2_dealloc(h2, c);
-  }
-  s->qhead = s->qtail = NULL;
-  s->queued = 0;
-}
-
 static void stream_free(grace__h2_stream *s) {
   grace__h2 *h2 = s->h2;
-  queue_clear(h2, s);
-  h2_dealloc(h2, s->trailers);
-  h2_dealloc(h2, s->head);
-  h2_dealloc(h2, s);
+  grace__h2_queue_clear(h2, s);
+  grace__h2_dealloc(h2, s->trailers);
+  grace__h2_dealloc(h2, s->head);
+  grace__h2_dealloc(h2, s);
 }
 
 /* Frees the streams that closed during the public call now ending. */
@@ -247,391 +165,7 @@ static void stream_kill(grace__h2 *h2, grace__h2_stream *s,
     h2->cb.on_stream_close(s, error_code, h2->user);
 }
 
-/* Response functions may act on |s|; returns 0 or why not. */
-static int stream_usable(const grace__h2_stream *s) {
-  if (s == NULL)
-    return GRACE_EINVAL;
-  if ((s->flags & (SF_CLOSED | SF_RESET)) || s->h2->session_dead ||
-      s->h2->forced)
-    return GRACE_ECLOSED;
-  return 0;
-}
-
-/* ---- building header lists ------------------------------------------------ */
-
-static int is_connection_specific(const char *name) {
-  static const char *const names[] = {"connection", "keep-alive",
-                                      "proxy-connection", "transfer-encoding",
-                                      "upgrade"};
-  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-    if (strcasecmp(name, names[i]) == 0)
-      return 1;
-  return 0;
-}
-
-/*
- * Builds an nghttp2 field list in one allocation: ":status" when |status|
- * is nonzero, the fields of |h| with names lower-cased and forbidden ones
- * dropped, and content-length |clen| when |clen| is not NO_LENGTH and |h|
- * has none.  The caller frees |*out| (the array; the strings follow it).
- */
-static int build_nv(grace__h2 *h2, int status, const grace__h2_header *h,
-                    size_t n, uint64_t clen, nghttp2_nv **out, size_t *outn) {
-  char num[2][24];
-  size_t bytes = 0, count = 0, i;
-  int have_clen = 0;
-
-  if (n > 0 && h == NULL)
-    return GRACE_EINVAL;
-  for (i = 0; i < n; i++) {
-    if (h[i].name == NULL || h[i].value == NULL || h[i].name[0] == '\0' ||
-        h[i].name[0] == ':')
-      return GRACE_EINVAL;
-    if (is_connection_specific(h[i].name))
-      continue;
-    if (strcasecmp(h[i].name, "content-length") == 0)
-      have_clen = 1;
-    bytes += strlen(h[i].name) + strlen(h[i].value) + 2;
-    count++;
-  }
-  if (status != 0) {
-    snprintf(num[0], sizeof(num[0]), "%d", status);
-    bytes += strlen(num[0]) + 1;
-    count++;
-  }
-  if (clen != NO_LENGTH && !have_clen) {
-    snprintf(num[1], sizeof(num[1]), "%llu", (unsigned long long)clen);
-    bytes += strlen(num[1]) + 1;
-    count++;
-  } else {
-    clen = NO_LENGTH;
-  }
-  if (count == 0) {
-    *out = NULL;
-    *outn = 0;
-    return 0;
-  }
-
-  nghttp2_nv *nv = h2_alloc(h2, count * sizeof(*nv) + bytes);
-  if (nv == NULL)
-    return GRACE_ENOMEM;
-  char *p = (char *)(nv + count);
-  size_t k = 0;
-  if (status != 0) {
-    size_t vl = strlen(num[0]);
-    memcpy(p, num[0], vl + 1);
-    nv[k++] = (nghttp2_nv){(uint8_t *)(uintptr_t) ":status", (uint8_t *)p, 7,
-                           vl, NGHTTP2_NV_FLAG_NO_COPY_NAME};
-    p += vl + 1;
-  }
-  for (i = 0; i < n; i++) {
-    size_t nl, vl;
-    if (is_connection_specific(h[i].name))
-      continue;
-    nl = strlen(h[i].name);
-    vl = strlen(h[i].value);
-    for (size_t j = 0; j < nl; j++) {
-      char ch = h[i].name[j];
-      p[j] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
-    }
-    p[nl] = '\0';
-    memcpy(p + nl + 1, h[i].value, vl + 1);
-    if (!nghttp2_check_header_name((const uint8_t *)p, nl) ||
-        !nghttp2_check_header_value_rfc9113((const uint8_t *)p + nl + 1,
-                                            vl)) {
-      h2_dealloc(h2, nv);
-      return GRACE_EINVAL;
-    }
-    nv[k++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)p + nl + 1, nl, vl,
-                           NGHTTP2_NV_FLAG_NONE};
-    p += nl + vl + 2;
-  }
-  if (clen != NO_LENGTH) {
-    size_t vl = strlen(num[1]);
-    memcpy(p, num[1], vl + 1);
-    nv[k++] = (nghttp2_nv){(uint8_t *)(uintptr_t) "content-length",
-                           (uint8_t *)p, 14, vl, NGHTTP2_NV_FLAG_NO_COPY_NAME};
-  }
-  *out = nv;
-  *outn = k;
-  return 0;
-}
-
-/* ---- the data provider ---------------------------------------------------- */
-
-static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf,
-                         size_t length, uint32_t *data_flags,
-                         nghttp2_data_source *source, void *user) {
-  grace__h2 *h2 = user;
-  grace__h2_stream *s = stream_of(h2, id);
-  size_t n = 0;
-  (void)source;
-
-  if (s == NULL)
-    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-  if (s->flags & SF_RESET) {
-    /* The RST_STREAM goes out before any DATA, closing the stream. */
-    s->flags |= SF_DEFERRED;
-    return NGHTTP2_ERR_DEFERRED;
-  }
-  while (n < length && s->qhead != NULL) {
-    chunk *c = s->qhead;
-    size_t take = c->len - c->off;
-    if (take > length - n)
-      take = length - n;
-    memcpy(buf + n, c->data + c->off, take);
-    c->off += take;
-    n += take;
-    if (c->off == c->len) {
-      s->qhead = c->next;
-      if (s->qhead == NULL)
-        s->qtail = NULL;
-      h2_dealloc(h2, c);
-    }
-  }
-  s->queued -= n;
-  if (s->queued == 0 && (s->flags & SF_DATA_END)) {
-    *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-    if (s->trailers != NULL) {
-      /* nghttp2 allows this inside the callback; it copies the fields. */
-      int rv = nghttp2_submit_trailer(session, id, s->trailers, s->ntrailers);
-      h2_dealloc(h2, s->trailers);
-      s->trailers = NULL;
-      if (rv != 0)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* reset the stream */
-      *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-    }
-    return (ssize_t)n;
-  }
-  if (n == 0) {
-    s->flags |= SF_DEFERRED;
-    return NGHTTP2_ERR_DEFERRED;
-  }
-  return (ssize_t)n;
-}
-
-/* Resumes a deferred data provider after bytes or the end were queued. */
-static int resume(grace__h2 *h2, grace__h2_stream *s) {
-  int rv;
-  if (!(s->flags & SF_DEFERRED))
-    return 0;
-  rv = nghttp2_session_resume_data(h2->session, s->id);
-  if (rv == NGHTTP2_ERR_NOMEM)
-    return GRACE_ENOMEM;
-  s->flags &= (uint16_t)~SF_DEFERRED;
-  return 0;
-}
-
-/* ---- the response --------------------------------------------------------- */
-
-static int queue_bytes(grace__h2 *h2, grace__h2_stream *s, const void *data,
-                       size_t len) {
-  chunk *c;
-  if (len == 0)
-    return 0;
-  if (len > SIZE_MAX - sizeof(*c))
-    return GRACE_ENOMEM;
-  c = h2_alloc(h2, sizeof(*c) + len);
-  if (c == NULL)
-    return GRACE_ENOMEM;
-  c->next = NULL;
-  c->len = len;
-  c->off = 0;
-  memcpy(c->data, data, len);
-  if (s->qtail != NULL)
-    s->qtail->next = c;
-  else
-    s->qhead = c;
-  s->qtail = c;
-  s->queued += len;
-  return 0;
-}
-
-/* Removes the last chunk, queued by a call that then failed. */
-static void unqueue_last(grace__h2 *h2, grace__h2_stream *s) {
-  chunk *c = s->qhead, *prev = NULL;
-  if (c == NULL)
-    return;
-  while (c->next != NULL) {
-    prev = c;
-    c = c->next;
-  }
-  if (prev != NULL)
-    prev->next = NULL;
-  else
-    s->qhead = NULL;
-  s->qtail = prev;
-  s->queued -= c->len;
-  h2_dealloc(h2, c);
-}
-
-static int valid_status(int status) { return status >= 200 && status <= 599; }
-
-/* Submits HEADERS; with |body| false they end the stream. */
-static int submit_headers(grace__h2 *h2, grace__h2_stream *s, int status,
-                          const grace__h2_header *h, size_t n, uint64_t clen,
-                          int body) {
-  nghttp2_nv *nv;
-  size_t nvlen;
-  nghttp2_data_provider prd;
-  int rv = build_nv(h2, status, h, n, clen, &nv, &nvlen);
-  if (rv != 0)
-    return rv;
-  prd.source.ptr = NULL;
-  prd.read_callback = read_body;
-  rv = nghttp2_submit_response(h2->session, s->id, nv, nvlen,
-                               body ? &prd : NULL);
-  h2_dealloc(h2, nv);
-  if (rv != 0)
-    return map_ng(rv);
-  s->flags |= SF_RESPONDED;
-  if (!body)
-    s->flags |= SF_DATA_END;
-  return 0;
-}
-
-int grace__h2_respond_headers(grace__h2_stream *s, int status,
-                              const grace__h2_header *h, size_t n) {
-  int rv = stream_usable(s);
-  if (rv != 0)
-    return rv;
-  if (!valid_status(status))
-    return GRACE_EINVAL;
-  if (s->flags & SF_RESPONDED)
-    return GRACE_ESTATE;
-  return submit_headers(s->h2, s, status, h, n, NO_LENGTH, 1);
-}
-
-int grace__h2_respond_trailers_only(grace__h2_stream *s, int status,
-                                    const grace__h2_header *h, size_t n) {
-  int rv = stream_usable(s);
-  if (rv != 0)
-    return rv;
-  if (!valid_status(status))
-    return GRACE_EINVAL;
-  if (s->flags & SF_RESPONDED)
-    return GRACE_ESTATE;
-  return submit_headers(s->h2, s, status, h, n, NO_LENGTH, 0);
-}
-
-int grace__h2_respond(grace__h2_stream *s, int status,
-                      const grace__h2_header *h, size_t n, const void *body,
-                      size_t len) {
-  grace__h2 *h2;
-  int rv = stream_usable(s);
-  int no_body;
-  if (rv != 0)
-    return rv;
-  h2 = s->h2;
-  if (!valid_status(status) || (len > 0 && body == NULL))
-    return GRACE_EINVAL;
-  /* RFC 9110 sections 15.3.5 and 15.4.5: no content, no length. */
-  no_body = status == 204 || status == 304;
-  if (no_body && len > 0)
-    return GRACE_EINVAL;
-  if (s->flags & SF_RESPONDED)
-    return GRACE_ESTATE;
-  if (len == 0 || (s->flags & SF_HEAD))
-    return submit_headers(h2, s, status, h, n, no_body ? NO_LENGTH : len, 0);
-  rv = queue_bytes(h2, s, body, len);
-  if (rv != 0)
-    return rv;
-  rv = submit_headers(h2, s, status, h, n, len, 1);
-  if (rv != 0) {
-    queue_clear(h2, s);
-    return rv;
-  }
-  s->flags |= SF_DATA_END;
-  return 0;
-}
-
-int grace__h2_send_data(grace__h2_stream *s, const void *data, size_t len,
-                        int end) {
-  grace__h2 *h2;
-  uint16_t old;
-  int rv = stream_usable(s);
-  if (rv != 0)
-    return rv;
-  h2 = s->h2;
-  if (len > 0 && data == NULL)
-    return GRACE_EINVAL;
-  if (!(s->flags & SF_RESPONDED) || (s->flags & SF_DATA_END))
-    return GRACE_ESTATE;
-  if (s->flags & SF_HEAD)
-    len = 0;
-  if (len > 0 && s->queued > 0 &&
-      (s->queued > h2->max_send_buffer ||
-       len > h2->max_send_buffer - s->queued)) {
-    s->flags |= SF_WANT_READY;
-    return GRACE_EBUSY;
-  }
-  rv = queue_bytes(h2, s, data, len);
-  if (rv != 0)
-    return rv;
-  old = s->flags;
-  if (end)
-    s->flags |= SF_DATA_END;
-  if (len > 0 || end) {
-    rv = resume(h2, s);
-    if (rv != 0) {
-      if (len > 0)
-        unqueue_last(h2, s);
-      s->flags = old;
-      return rv;
-    }
-  }
-  return 0;
-}
-
-int grace__h2_send_trailers(grace__h2_stream *s, const grace__h2_header *h,
-                            size_t n) {
-  grace__h2 *h2;
-  nghttp2_nv *nv;
-  size_t nvlen;
-  int rv = stream_usable(s);
-  if (rv != 0)
-    return rv;
-  h2 = s->h2;
-  if (!(s->flags & SF_RESPONDED) || (s->flags & SF_DATA_END))
-    return GRACE_ESTATE;
-  rv = build_nv(h2, 0, h, n, NO_LENGTH, &nv, &nvlen);
-  if (rv != 0)
-    return rv;
-  if (nvlen == 0) /* nothing left to send as trailers: a plain end */
-    return grace__h2_send_data(s, NULL, 0, 1);
-  s->trailers = nv;
-  s->ntrailers = nvlen;
-  s->flags |= SF_DATA_END;
-  rv = resume(h2, s);
-  if (rv != 0) {
-    s->flags &= (uint16_t)~SF_DATA_END;
-    h2_dealloc(h2, s->trailers);
-    s->trailers = NULL;
-    return rv;
-  }
-  return 0;
-}
-
-size_t grace__h2_stream_send_queued(const grace__h2_stream *s) {
-  return s->queued;
-}
-
-int grace__h2_reset(grace__h2_stream *s, uint32_t error_code) {
-  grace__h2 *h2;
-  int rv = stream_usable(s);
-  if (rv != 0)
-    return rv;
-  h2 = s->h2;
-  rv = nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, s->id,
-                                 error_code);
-  if (rv != 0)
-    return map_ng(rv);
-  s->flags |= SF_RESET;
-  queue_clear(h2, s);
-  h2_dealloc(h2, s->trailers);
-  s->trailers = NULL;
-  return 0;
-}
+/* ---- streams: the request ------------------------------------------------- */
 
 /* Answers a request the application never sees (or must stop seeing) with
  * an error status; resets the stream if even that fails. */
@@ -644,8 +178,6 @@ static void respond_error(grace__h2 *h2, grace__h2_stream *s, int status) {
     nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, s->id,
                               NGHTTP2_INTERNAL_ERROR);
 }
-
-/* ---- streams: the request ------------------------------------------------- */
 
 static int head_append(grace__h2 *h2, grace__h2_stream *s, const void *p,
                        size_t n) {
@@ -720,7 +252,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *f,
   s->rawpath_off = s->path_off = s->query_off = NONE;
   s->content_length = NO_LENGTH;
   if (nghttp2_session_set_stream_user_data(session, s->id, s) != 0) {
-    h2_dealloc(h2, s);
+    grace__h2_dealloc(h2, s);
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   }
   grace__list_init(&s->link);
@@ -741,7 +273,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *f,
 
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
     return 0; /* request trailers are not kept */
-  s = stream_of(h2, f->hd.stream_id);
+  s = grace__h2_stream_of(h2, f->hd.stream_id);
   if (s == NULL || (s->flags & SF_TOO_LARGE))
     return 0;
   /* nghttp2 has validated the field (RFC 9113 section 8.2.1); stored as C
@@ -753,7 +285,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *f,
   if (s->header_bytes > h2->max_header_list) {
     /* Keep decoding (the HPACK state must follow) but keep nothing. */
     s->flags |= SF_TOO_LARGE;
-    h2_dealloc(h2, s->head);
+    grace__h2_dealloc(h2, s->head);
     s->head = NULL;
     s->head_len = s->head_cap = 0;
     s->method_off = s->scheme_off = s->authority_off = s->host_off = NONE;
@@ -832,7 +364,7 @@ static int consume_all(grace__h2 *h2, int32_t id, size_t n) {
 static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id,
                          const uint8_t *data, size_t len, void *user) {
   grace__h2 *h2 = user;
-  grace__h2_stream *s = stream_of(h2, id);
+  grace__h2_stream *s = grace__h2_stream_of(h2, id);
   (void)session;
   (void)flags;
 
@@ -881,7 +413,7 @@ int grace__h2_stream_consume(grace__h2_stream *s, size_t n) {
     return GRACE_ERANGE;
   rv = nghttp2_session_consume_stream(h2->session, s->id, n);
   if (rv != 0)
-    return map_ng(rv);
+    return grace__h2_map_ng(rv);
   s->unconsumed -= n;
   return 0;
 }
@@ -896,7 +428,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *f,
 
   switch (f->hd.type) {
   case NGHTTP2_HEADERS:
-    s = stream_of(h2, f->hd.stream_id);
+    s = grace__h2_stream_of(h2, f->hd.stream_id);
     if (s == NULL)
       return 0;
     if (f->headers.cat == NGHTTP2_HCAT_REQUEST)
@@ -905,7 +437,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *f,
       request_end(h2, s); /* trailers */
     return 0;
   case NGHTTP2_DATA:
-    s = stream_of(h2, f->hd.stream_id);
+    s = grace__h2_stream_of(h2, f->hd.stream_id);
     if (s != NULL && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
       request_end(h2, s);
     return 0;
@@ -953,7 +485,7 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *f,
   }
   if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
     return 0;
-  s = stream_of(h2, f->hd.stream_id);
+  s = grace__h2_stream_of(h2, f->hd.stream_id);
   if (s == NULL)
     return 0;
   if ((f->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
@@ -976,7 +508,7 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *f,
 static int on_stream_close(nghttp2_session *session, int32_t id,
                            uint32_t error_code, void *user) {
   grace__h2 *h2 = user;
-  grace__h2_stream *s = stream_of(h2, id);
+  grace__h2_stream *s = grace__h2_stream_of(h2, id);
   (void)session;
   if (s != NULL)
     stream_kill(h2, s, error_code);
@@ -1092,7 +624,7 @@ void grace__h2_free(grace__h2 *h2) {
   h2->busy--;
   reap(h2);
   nghttp2_session_del(h2->session);
-  h2_dealloc(h2, h2->obuf);
+  grace__h2_dealloc(h2, h2->obuf);
   h2->mem.free(h2, h2->mem.mem_user_data);
 }
 
@@ -1196,7 +728,7 @@ int grace__h2_output(grace__h2 *h2, const uint8_t **ptr, size_t *len) {
   reap(h2);
 done:
   if (h2->olen == 0) {
-    h2_dealloc(h2, h2->obuf);
+    grace__h2_dealloc(h2, h2->obuf);
     h2->obuf = NULL;
     h2->ocap = 0;
     return rv;
@@ -1230,7 +762,7 @@ int grace__h2_shutdown_begin(grace__h2 *h2) {
   /* GOAWAY(2^31-1, NO_ERROR): nghttp2 keeps accepting streams after it. */
   rv = nghttp2_submit_shutdown_notice(h2->session);
   if (rv != 0)
-    return map_ng(rv);
+    return grace__h2_map_ng(rv);
   h2->shut = SHUT_NOTICE_QUEUED;
   return 0;
 }
@@ -1266,69 +798,4 @@ int grace__h2_force_close(grace__h2 *h2, uint32_t error_code) {
   h2->busy--;
   reap(h2);
   return rv;
-}
-
-/* ---- accessors ------------------------------------------------------------ */
-
-int32_t grace__h2_stream_id(const grace__h2_stream *s) { return s->id; }
-
-grace__h2 *grace__h2_stream_conn(const grace__h2_stream *s) { return s->h2; }
-
-void grace__h2_stream_set_data(grace__h2_stream *s, void *data) {
-  s->data = data;
-}
-
-void *grace__h2_stream_data(const grace__h2_stream *s) { return s->data; }
-
-static const char *at(const grace__h2_stream *s, uint32_t off) {
-  return off != NONE && s->head != NULL ? s->head + off : "";
-}
-
-const char *grace__h2_stream_method(const grace__h2_stream *s) {
-  return at(s, s->method_off);
-}
-
-const char *grace__h2_stream_scheme(const grace__h2_stream *s) {
-  return at(s, s->scheme_off);
-}
-
-const char *grace__h2_stream_path(const grace__h2_stream *s) {
-  return at(s, s->path_off);
-}
-
-const char *grace__h2_stream_query(const grace__h2_stream *s) {
-  return s->query_off != NONE && s->head != NULL ? s->head + s->query_off
-                                                 : NULL;
-}
-
-const char *grace__h2_stream_authority(const grace__h2_stream *s) {
-  return at(s, s->authority_off != NONE ? s->authority_off : s->host_off);
-}
-
-int grace__h2_stream_header_next(const grace__h2_stream *s, size_t *iter,
-                                 const char **name, const char **value) {
-  size_t i = *iter;
-  while (s->head != NULL && i < s->fields_end) {
-    const char *n = s->head + i;
-    const char *v = n + strlen(n) + 1;
-    i = (size_t)(v - s->head) + strlen(v) + 1;
-    if (n[0] == ':')
-      continue;
-    *iter = i;
-    *name = n;
-    *value = v;
-    return 1;
-  }
-  *iter = i;
-  return 0;
-}
-
-const char *grace__h2_stream_header(const grace__h2_stream *s,
-                                    const char *name) {
-  size_t it = 0;
-  const char *n, *v;
-  while (grace__h2_stream_header_next(s, &it, &n, &v))
-    if (strcasecmp(n, name) == 0)
-      return v;
-  return NULL;
 }

@@ -1,7 +1,7 @@
 /*
- * Unit tests for src/grpc/client.c: the gRPC client channel against an
- * in-process fake gRPC server built on nghttp2's server session, on a
- * real loopback socket, in a thread of its own.
+ * Unit tests for src/grpc/client.c and client_conn.c: the gRPC client
+ * channel against an in-process fake gRPC server built on nghttp2's server
+ * session, on a real loopback socket, in a thread of its own.
  *
  * The fake server is scripted by the calls themselves: the request message
  * of a call to /test.Fake/Call is a command ("ok:hi", "status:5:text",
