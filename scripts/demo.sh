@@ -48,6 +48,28 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# signal_and_collect SIG NOTE CLIENT LABEL: sends SIG to the server (NOTE is
+# the comment shown beside the command), waits for the server, then for the
+# client started as CLIENT with start_bg; shows their output and sets rc,
+# crc and dt (signal -> server exit, in ms; LABEL names it in the summary).
+signal_and_collect() {
+  local sig=$1 note=$2 client=$3 label=$4 pid_var="${3}_pid" t_sig t_exit
+  step "kill -$sig $server_pid        $note"
+  t_sig=$(now_ms)
+  kill "-$sig" "$server_pid"
+  wait_exit "$server_pid" 10
+  rc=$RC
+  t_exit=$(now_ms)
+  wait_exit "${!pid_var}" 10
+  crc=$RC
+  dt=$((t_exit - t_sig))
+  show_file "server log (stderr)" "$WORK/server.err"
+  show_file "$client stdout" "$WORK/$client.out"
+  show_file "$client stderr" "$WORK/$client.err"
+  printf '    server exit status: %s, %s exit status: %s, %s -> exit: %d ms\n' \
+    "$rc" "$client" "$crc" "$label" "$dt"
+}
+
 # ---------------------------------------------------------------------------
 # Transcript helpers
 
@@ -182,20 +204,8 @@ scenario_http_one_signal() {
   step "curl \"http://127.0.0.1:$PORT/sleep?duration=3s\" &"
   start_bg curl curl -sS --max-time 15 "http://127.0.0.1:$PORT/sleep?duration=3s"
   sleep 0.5
-  step "kill -INT $server_pid        # Ctrl+C once"
-  local t_sig t_exit rc crc
-  t_sig=$(now_ms)
-  kill -INT "$server_pid"
-  wait_exit "$server_pid" 10
-  rc=$RC
-  t_exit=$(now_ms)
-  wait_exit "$curl_pid" 10
-  crc=$RC
-  show_file "server log (stderr)" "$WORK/server.err"
-  show_file "curl output" "$WORK/curl.out"
-  show_file "curl errors" "$WORK/curl.err"
-  printf '    server exit status: %s, curl exit status: %s, signal -> exit: %d ms\n' \
-    "$rc" "$crc" $((t_exit - t_sig))
+  local rc crc dt
+  signal_and_collect INT "# Ctrl+C once" curl "signal"
   explain "What it shows: the in-flight client still got its answer; exit 0."
   check "server exits 0" expect_eq "$rc" 0
   check "curl exits 0" expect_eq "$crc" 0
@@ -205,7 +215,7 @@ scenario_http_one_signal() {
 Stopped serving new connections
 HTTP server graceful shutdown completed"
   check "the request was finished, not cut (signal -> exit >= 2 s)" \
-    expect_between $((t_exit - t_sig)) 2000 5000
+    expect_between "$dt" 2000 5000
 }
 
 scenario_http_two_signals() {
@@ -219,24 +229,12 @@ scenario_http_two_signals() {
   step "kill -INT $server_pid        # Ctrl+C"
   kill -INT "$server_pid"
   sleep 0.3
-  step "kill -INT $server_pid        # Ctrl+C again"
-  local t_sig t_exit rc crc
-  t_sig=$(now_ms)
-  kill -INT "$server_pid"
-  wait_exit "$server_pid" 10
-  rc=$RC
-  t_exit=$(now_ms)
-  wait_exit "$curl_pid" 10
-  crc=$RC
-  show_file "server log (stderr)" "$WORK/server.err"
-  show_file "curl output" "$WORK/curl.out"
-  show_file "curl errors" "$WORK/curl.err"
-  printf '    server exit status: %s, curl exit status: %s, second signal -> exit: %d ms\n' \
-    "$rc" "$crc" $((t_exit - t_sig))
+  local rc crc dt
+  signal_and_collect INT "# Ctrl+C again" curl "second signal"
   explain "What it shows: a second signal does not wait for anything."
   check "server exits 1" expect_eq "$rc" 1
   check "server exits at once (< 1 s after the second signal)" \
-    expect_between $((t_exit - t_sig)) 0 1000
+    expect_between "$dt" 0 1000
   check "curl exits 52" expect_eq "$crc" 52
   check "curl: (52) Empty reply from server" expect_grep "$WORK/curl.err" "curl: (52) Empty reply from server"
   check "log: Shutdown Server... / Stopped serving new connections" \
@@ -252,23 +250,11 @@ scenario_http_deadline() {
   step "curl \"http://127.0.0.1:$PORT/sleep?duration=10s\" &"
   start_bg curl curl -sS --max-time 15 "http://127.0.0.1:$PORT/sleep?duration=10s"
   sleep 0.5
-  step "kill -TERM $server_pid       # what Kubernetes sends"
-  local t_sig t_exit rc crc
-  t_sig=$(now_ms)
-  kill -TERM "$server_pid"
-  wait_exit "$server_pid" 10
-  rc=$RC
-  t_exit=$(now_ms)
-  wait_exit "$curl_pid" 10
-  crc=$RC
-  show_file "server log (stderr)" "$WORK/server.err"
-  show_file "curl output" "$WORK/curl.out"
-  show_file "curl errors" "$WORK/curl.err"
-  printf '    server exit status: %s, curl exit status: %s, signal -> exit: %d ms\n' \
-    "$rc" "$crc" $((t_exit - t_sig))
+  local rc crc dt
+  signal_and_collect TERM "# what Kubernetes sends" curl "signal"
   explain "What it shows: the deadline bounds the shutdown; what is left is cut."
   check "server exits 1" expect_eq "$rc" 1
-  check "exit about 1 s after the signal (0.9 .. 2.5 s)" expect_between $((t_exit - t_sig)) 900 2500
+  check "exit about 1 s after the signal (0.9 .. 2.5 s)" expect_between "$dt" 900 2500
   check "log: HTTP server Shutdown: context deadline exceeded" \
     expect_grep "$WORK/server.err" "HTTP server Shutdown: context deadline exceeded"
   check "curl gets no reply (exit 52)" expect_eq "$crc" 52

@@ -1,9 +1,9 @@
 # demo_grpc.sh: the seed's gRPC scenarios, for scripts/demo.sh.
 #
 # Sourced by demo.sh (not run on its own); it uses demo.sh's helpers (title,
-# explain, step, show_file, start_bg, wait_exit, check, expect_*, now_ms,
-# free_port, wait_port, log_messages) and its variables (BIN_DIR, WORK,
-# server_pid, RC).
+# explain, step, show_file, start_bg, wait_exit, signal_and_collect, check,
+# expect_*, now_ms, free_port, wait_port, log_messages) and its variables
+# (BIN_DIR, WORK, server_pid, RC).
 #
 # Seed: "gRPC Server 优雅退出" — greeter-server's SayHello sleeps `duration`
 # and replies "Hello <name>"; greeter-client calls it with name "world",
@@ -33,19 +33,8 @@ scenario_grpc_one_signal() {
   start_bg client "$BIN_DIR/greeter-client" -addr "localhost:$PORT" -name world \
     -duration 3s -timeout 60s
   sleep 0.5
-  step "kill -INT $server_pid        # Ctrl+C once"
-  local t_sig t_exit rc crc
-  t_sig=$(now_ms)
-  kill -INT "$server_pid"
-  wait_exit "$server_pid" 10
-  rc=$RC
-  t_exit=$(now_ms)
-  wait_exit "$client_pid" 10
-  crc=$RC
-  show_file "server log (stderr)" "$WORK/server.err"
-  show_file "client log (stderr)" "$WORK/client.err"
-  printf '    server exit status: %s, client exit status: %s, signal -> exit: %d ms\n' \
-    "$rc" "$crc" $((t_exit - t_sig))
+  local rc crc dt
+  signal_and_collect INT "# Ctrl+C once" client "signal"
   explain "What it shows: the call in flight still got its reply; exit 0."
   check "server exits 0" expect_eq "$rc" 0
   check "client exits 0" expect_eq "$crc" 0
@@ -54,7 +43,7 @@ scenario_grpc_one_signal() {
     expect_eq "$(log_messages | tail -2)" "Shutdown Server...
 gRPC server graceful shutdown completed"
   check "the call was finished, not cut (signal -> exit >= 2 s)" \
-    expect_between $((t_exit - t_sig)) 2000 5000
+    expect_between "$dt" 2000 5000
 }
 
 scenario_grpc_two_signals() {
@@ -68,22 +57,11 @@ scenario_grpc_two_signals() {
   step "kill -INT $server_pid        # Ctrl+C"
   kill -INT "$server_pid"
   sleep 0.3
-  step "kill -INT $server_pid        # Ctrl+C again"
-  local t_sig t_exit rc crc
-  t_sig=$(now_ms)
-  kill -INT "$server_pid"
-  wait_exit "$server_pid" 10
-  rc=$RC
-  t_exit=$(now_ms)
-  wait_exit "$client_pid" 10
-  crc=$RC
-  show_file "server log (stderr)" "$WORK/server.err"
-  show_file "client log (stderr)" "$WORK/client.err"
-  printf '    server exit status: %s, client exit status: %s, second signal -> exit: %d ms\n' \
-    "$rc" "$crc" $((t_exit - t_sig))
+  local rc crc dt
+  signal_and_collect INT "# Ctrl+C again" client "second signal"
   check "server exits 1" expect_eq "$rc" 1
   check "server exits at once (< 1 s after the second signal)" \
-    expect_between $((t_exit - t_sig)) 0 1000
+    expect_between "$dt" 0 1000
   check "client exits 1" expect_eq "$crc" 1
   check "client: could not greet: rpc error: code = Unavailable" \
     expect_grep "$WORK/client.err" "could not greet: rpc error: code = Unavailable"
