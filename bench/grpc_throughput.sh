@@ -52,25 +52,8 @@ declare -A port=([ours]=19101 [go]=19102 [cpp]=19103)
 declare -A bin=() pid=() sent=()
 names=()
 
-# shellcheck disable=SC2317  # called by the EXIT trap
-cleanup() {
-  local n
-  for n in "${!pid[@]}"; do
-    kill -KILL "${pid[$n]}" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
-
-wait_port() { # port pid: poll-connect every 10 ms, up to 10 s
-  local i
-  for ((i = 0; i < 1000; i++)); do
-    kill -0 "$2" 2>/dev/null || { echo "server (pid $2) exited early" >&2; return 1; }
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.01
-  done
-  echo "nothing accepts on 127.0.0.1:$1" >&2
-  return 1
-}
+# shellcheck source=bench/benchlib.sh
+. "$here/benchlib.sh"
 
 h2() { # port n outfile
   h2load -n "$2" -c 16 -m 32 -t 2 -H 'content-type: application/grpc' -H 'te: trailers' \

@@ -39,25 +39,8 @@ declare -A port=([ours]=18101 [go]=18102 [nginx]=18103)
 declare -A pid=()
 names=()
 
-# shellcheck disable=SC2317  # called by the EXIT trap
-cleanup() {
-  local n
-  for n in "${!pid[@]}"; do
-    kill -KILL "${pid[$n]}" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
-
-wait_port() { # port pid: poll-connect every 10 ms, up to 10 s
-  local i
-  for ((i = 0; i < 1000; i++)); do
-    kill -0 "$2" 2>/dev/null || { echo "server (pid $2) exited early" >&2; return 1; }
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.01
-  done
-  echo "nothing accepts on 127.0.0.1:$1" >&2
-  return 1
-}
+# shellcheck source=bench/benchlib.sh
+. "$here/benchlib.sh"
 
 start() { # name
   local n=$1 p=${port[$1]} log="$out/logs/throughput-$1.log" cmd
