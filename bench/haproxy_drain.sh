@@ -119,25 +119,8 @@ done
 ((${#scenarios[@]} > 0)) || { echo "nothing to run" >&2; exit 1; }
 
 declare -A pid=()
-# shellcheck disable=SC2317  # called by the EXIT trap
-cleanup() {
-  local k
-  for k in "${!pid[@]}"; do
-    kill -KILL "${pid[$k]}" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
-
-wait_port() { # port pid: poll-connect every 10 ms, up to 10 s
-  local i
-  for ((i = 0; i < 1000; i++)); do
-    kill -0 "$2" 2>/dev/null || { echo "pid $2 exited early" >&2; return 1; }
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.01
-  done
-  echo "nothing accepts on 127.0.0.1:$1" >&2
-  return 1
-}
+# shellcheck source=bench/benchlib.sh
+. "$here/benchlib.sh"
 
 exited() { # pid: true once our child is gone or a zombie (kill -0 sees zombies)
   local st
