@@ -98,6 +98,8 @@ static int bad_addr(const char *flag, const char *addr) {
 int main(int argc, char **argv) {
   const char *addr = ":8000", *grpc_addr = ":50051";
   grace_duration delay = 0, timeout = 0, interval = GRACE_SECOND;
+  grace_duration body_timeout = 60 * GRACE_SECOND;
+  grace_duration send_timeout = 60 * GRACE_SECOND;
   syncer sy = {.work = 0, .cleanup = 0};
   int64_t loops = 0;
   char err[512];
@@ -121,6 +123,12 @@ int main(int argc, char **argv) {
                            "$GRACE_SHUTDOWN_TIMEOUT, else from "
                            "$TERMINATION_GRACE_PERIOD_SECONDS, else 27s)") !=
           0 ||
+      grace_flags_duration(flags, "body-timeout", &body_timeout,
+                           "longest pause between two reads of a request "
+                           "body (HTTP and gRPC)") != 0 ||
+      grace_flags_duration(flags, "send-timeout", &send_timeout,
+                           "longest pause between two writes that make "
+                           "progress (HTTP and gRPC)") != 0 ||
       grace_flags_duration(flags, "interval", &interval,
                            "time between two Syncer ticks") != 0 ||
       grace_flags_duration(flags, "tick-work", &sy.work,
@@ -134,9 +142,10 @@ int main(int argc, char **argv) {
   grace_flags_parse_or_exit(flags, argc, argv);
   grace_flags_free(flags);
   if (delay < 0 || timeout < 0 || loops < 0 || loops > 256 || interval <= 0 ||
-      sy.work < 0 || sy.cleanup < 0) {
+      sy.work < 0 || sy.cleanup < 0 || body_timeout < 0 || send_timeout < 0) {
     fprintf(stderr, "invalid -shutdown-delay, -shutdown-timeout, -loops, "
-                    "-interval, -tick-work or -cleanup\n");
+                    "-interval, -tick-work, -cleanup, -body-timeout or "
+                    "-send-timeout\n");
     return 2;
   }
   if (timeout == 0) {
@@ -170,6 +179,8 @@ int main(int argc, char **argv) {
   grace_http_options hopts;
   grace_http_options_init(&hopts);
   hopts.loops = (unsigned)loops;
+  hopts.body_timeout = body_timeout;
+  hopts.send_timeout = send_timeout;
   grace_http_server *srv;
   rv = grace_http_server_new(&hopts, &srv);
   if (rv != 0)
@@ -182,6 +193,8 @@ int main(int argc, char **argv) {
   grace_grpc_options gropts;
   grace_grpc_options_init(&gropts);
   gropts.http.loops = (unsigned)loops;
+  gropts.http.body_timeout = body_timeout;
+  gropts.http.send_timeout = send_timeout;
   grace_grpc_server *gsrv;
   rv = grace_grpc_server_new(&gropts, &gsrv);
   if (rv != 0)

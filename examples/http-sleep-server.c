@@ -52,6 +52,10 @@ int main(int argc, char **argv) {
                        "time allowed to read a request's headers");
   grace_flags_duration(flags, "idle-timeout", &opts.idle_timeout,
                        "how long a keep-alive connection may stay idle");
+  grace_flags_duration(flags, "body-timeout", &opts.body_timeout,
+                       "longest pause between two reads of a request body");
+  grace_flags_duration(flags, "send-timeout", &opts.send_timeout,
+                       "longest pause between two writes that make progress");
   grace_flags_int(flags, "max-header-bytes", &max_header,
                   "largest request head (431 above)");
   grace_flags_int(flags, "max-body-bytes", &max_body,
@@ -108,6 +112,12 @@ int main(int argc, char **argv) {
     grace_log("HTTP server closed: %d request(s) cut", cut);
     code = 1;
   } else {
+    grace_http_stats st;
+    grace_http_server_stats(srv, &st);
+    /* What the body and send timeouts cut is part of the drain's story. */
+    if (st.requests_cut > 0)
+      grace_log("HTTP server drain: %llu request(s) cut by timeouts",
+                (unsigned long long)st.requests_cut);
     grace_log("HTTP server graceful shutdown completed");
   }
   grace_ctx_cancel(ctx);

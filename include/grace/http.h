@@ -97,6 +97,16 @@ typedef struct grace_http_options {
   /* How long a keep-alive connection may wait for its next request; 0
    * disables it.  Default 120 s. */
   grace_duration idle_timeout;
+  /* Longest pause between two reads of a request body (nginx's
+   * client_body_timeout): a body that stalls longer is cut (408, counted
+   * in requests_cut).  On HTTP/2, a stream whose body stalls is reset.
+   * 0 disables it.  Default 60 s. */
+  grace_duration body_timeout;
+  /* Longest pause between two writes that make progress (nginx's
+   * send_timeout), also an HTTP/2 flow-control window that stays at 0: a
+   * client that stops reading is cut (counted in requests_cut).  0
+   * disables it.  Default 60 s. */
+  grace_duration send_timeout;
   /* Largest request line plus headers; larger gets 431.  Default 64 KiB. */
   size_t max_header_bytes;
   /* Largest request body; larger gets 413.  Default 1 MiB. */
@@ -235,6 +245,7 @@ typedef struct grace_http_stats {
   uint64_t requests_cut;      /* cancelled by close or a vanished client */
   uint64_t accept_backoffs;   /* times accept backed off on EMFILE/ENFILE */
   uint64_t idle_closed_on_shutdown;
+  uint64_t timeouts; /* connections cut by the body or send timeout */
 } grace_http_stats;
 
 GRACE_EXTERN void grace_http_server_stats(grace_http_server *srv,

@@ -728,8 +728,11 @@ int grace_grpc_server_new(const grace_grpc_options *opts,
   rv = grace_http_server_new(&srv->opts.http, &srv->http);
   if (rv != 0)
     goto fail;
-  grace__stream_hooks hooks = {hook_start, hook_data, hook_end, hook_cancel,
-                               srv};
+  grace__stream_hooks hooks = {.on_start = hook_start,
+                               .on_data = hook_data,
+                               .on_end = hook_end,
+                               .on_cancel = hook_cancel,
+                               .data = srv};
   grace__http_set_stream_hooks(srv->http, &hooks);
   grace_grpc_method check = {
       .path = HEALTH_CHECK,

@@ -1,616 +1,662 @@
 /*
- * The HTTP/1.1 connection state machine: reading with llhttp, pipelining,
- * keep-alive, timeouts, writing responses, and each connection's part in
- * graceful shutdown.
+ * HTTP/1.1 as a protocol on a grace__conn: sans-I/O, it takes the bytes
+ * the transport offers and writes answers through it.
  *
- * Everything here runs on the connection's loop thread.  A connection is
- * never freed inside the call stack that closes it: closing calls
- * uv_close, and the struct is freed from the close callback (or, if a
- * handler still holds its request, when that request is answered).
+ * One request at a time: llhttp reads the head (strict mode) and pauses
+ * there; h1_body.c reads the body framing; the complete request goes to
+ * its handler, and until the answer is written the protocol takes no more
+ * bytes, so the transport keeps pipelined requests as read-ahead and
+ * stops reading once that is full (the peer is paused, never failed).  A
+ * peer that sends requests without reading the answers is paused the same
+ * way once GRACE__WRITE_HIGH bytes wait to be written.
+ *
+ * Everything here runs on the connection's loop thread.
  */
-#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
-#include <unistd.h>
 
+#include <llhttp.h>
+
+#include "http/h1_body.h"
 #include "http/internal.h"
 
-static void on_poll(uv_poll_t *handle, int status, int events);
-static void parse(h1conn *c, const char *data, size_t n, int from_pending);
-static void send_error(h1conn *c, int status);
+enum { P_IDLE, P_HEAD, P_BODY, P_HANDLER, P_DEAD };
 
-/* Deepest synchronous recursion (respond inside a handler, then the next
- * pipelined request) before the rest is deferred to the next loop turn. */
-#define MAX_DEPTH 8
+typedef struct h1 {
+  grace__conn *conn;
+  grace_http_server *srv;
+  grace__http_loop *hl;
+  llhttp_t parser;
+  grace__h1_body body;
+  grace_http_request *req; /* being read, or with its handler */
+  uint8_t phase;
+  uint8_t sniffed;         /* the first bytes were looked at */
+  uint8_t sniff_len;
+  char sniff[4];
+  uint8_t eof;             /* the peer closed its side */
+  uint8_t in_read;         /* inside on_read */
+  uint8_t waiting_flush;   /* paused until the write queue drains */
+  uint8_t seen_bytes;      /* a request byte ever arrived */
+  size_t avail;            /* inside on_read: bytes after the request */
+  unsigned fields;         /* header fields of the request being read */
+  unsigned hosts;          /* Host fields among them */
+  uint8_t field_is_host;
+  uint32_t name_off;       /* where the header name being read starts */
+  uint8_t te_seen;         /* Transfer-Encoding fields seen */
+  uint8_t prev_lf;         /* the last head byte scanned was LF */
+  int te_status;           /* a Transfer-Encoding we refuse: its status */
+} h1;
 
-/* ---- state and bookkeeping -------------------------------------------- */
+static const llhttp_settings_t settings;
+static const grace__exch_ops h1_ops;
 
-void grace__conn_set_state(h1conn *c, grace_conn_state st) {
-  grace_http_server *srv = c->hl->srv;
-  if (c->state == st)
-    return;
-  if (c->state == GRACE_CONN_ACTIVE)
-    atomic_fetch_sub(&srv->st_active, 1);
-  else if (c->state == GRACE_CONN_IDLE)
-    atomic_fetch_sub(&srv->st_idle, 1);
-  if (st == GRACE_CONN_ACTIVE)
-    atomic_fetch_add(&srv->st_active, 1);
-  else if (st == GRACE_CONN_IDLE)
-    atomic_fetch_add(&srv->st_idle, 1);
-  c->state = (uint8_t)st;
-  if (srv->opts.conn_state)
-    srv->opts.conn_state(c->id, st, srv->opts.conn_state_data);
+/* A fresh parser for each message, so that no state (an upgrade it paused
+ * on, an error) carries over from one request to the next. */
+static void parser_init(h1 *h) {
+  llhttp_init(&h->parser, HTTP_REQUEST, &settings);
+  h->parser.data = h;
+  /* Any HTTP/1.x version is read; above 1.1 it is answered as 1.1 (RFC
+   * 9110 section 6.2), another major version gets 505. */
+  h->parser.lenient_flags |= LENIENT_VERSION;
 }
 
-static void maybe_drained(grace_http_server *srv) {
-  if (!atomic_load(&srv->shutdown) || !atomic_load(&srv->listeners_closed) ||
-      atomic_load(&srv->nconns) != 0)
-    return;
-  int expected = 0;
-  if (!atomic_compare_exchange_strong(&srv->drained, &expected, 1))
-    return;
-  /* The callback first, so whoever wakes on the descriptor sees what the
-   * callback did. */
-  if (srv->drained_cb)
-    srv->drained_cb(srv, srv->drained_data);
-  uint64_t one = 1;
-  ssize_t rv;
-  do
-    rv = write(srv->drained_fd, &one, sizeof(one));
-  while (rv < 0 && errno == EINTR);
-}
-
-void grace__h1_conn_dec(grace_http_server *srv) {
-  atomic_fetch_sub(&srv->nconns, 1);
-  maybe_drained(srv);
-}
-
-void grace__h1_check_drained(grace_http_server *srv) { maybe_drained(srv); }
-
-void grace__conn_poll(h1conn *c, int events) {
-  if (c->flags & CF_CLOSED)
-    return;
-  if (events == c->events)
-    return;
-  c->events = events;
-  if (events == 0)
-    uv_poll_stop(&c->poll);
-  else
-    uv_poll_start(&c->poll, events, on_poll);
-}
-
-void grace__conn_free(h1conn *c) {
-  grace_http_server *srv = c->hl->srv;
-  grace__list_unlink(&c->link);
-  if (c->req != NULL)
-    grace__req_free(c->req);
-  grace__dbuf_free(&c->pending);
-  free(c->wbuf);
-  free(c);
-  grace__h1_conn_dec(srv);
-}
-
-static void on_conn_closed(uv_handle_t *handle) {
-  h1conn *c = handle->data;
-  c->flags |= CF_CLOSED;
-  if (!(c->flags & CF_IN_HANDLER) && c->nreqs == 0)
-    grace__conn_free(c);
-}
-
-/* Tells the handler holding the request that it is cancelled.  The cancel
- * callback may answer (and free) the request, so nothing touches it after. */
-void grace__req_cancel(grace_http_request *req) {
-  if (req->cancelled)
-    return;
-  req->cancelled = 1;
-  atomic_fetch_add(&req->srv->st_cut, 1);
-  if (req->ctx != NULL)
-    grace_ctx_cancel(req->ctx);
-  if (req->on_cancel != NULL)
-    req->on_cancel(req, req->on_cancel_data);
-}
-
-int grace__conn_closing(const h1conn *c) {
-  return c->fd < 0;
-}
-
-void grace__conn_close(h1conn *c) {
-  if (grace__conn_closing(c))
-    return;
-  grace__loop_tlist_remove(c->hl->loop, &c->timeout);
-  /* uv_close unregisters the descriptor synchronously, so it can be
-   * closed right away; the struct waits for the close callback. */
-  uv_close((uv_handle_t *)&c->poll, on_conn_closed);
-  close(c->fd);
-  c->fd = -1;
-  grace__conn_set_state(c, GRACE_CONN_CLOSED);
-  if (c->h2 != NULL)
-    grace__h2c_teardown(c); /* cancels the requests of open streams */
-  if ((c->flags & CF_IN_HANDLER) && c->req != NULL)
-    grace__req_cancel(c->req);
-}
-
-/* ---- adoption ----------------------------------------------------------- */
-
-static const llhttp_settings_t *h1_settings(void);
-
-h1conn *grace__h1_conn_new(grace_http_server *srv, int fd) {
-  h1conn *c = calloc(1, sizeof(*c));
-  if (c == NULL)
+void *grace__h1_new(grace_http_server *srv, grace__http_loop *hl) {
+  h1 *h = calloc(1, sizeof(*h));
+  if (h == NULL)
     return NULL;
-  c->fd = fd;
-  c->id = atomic_fetch_add(&srv->next_id, 1) + 1;
-  grace__list_init(&c->link);
-  grace__list_init(&c->timeout.link);
-  return c;
+  h->srv = srv;
+  h->hl = hl;
+  parser_init(h);
+  return h;
 }
 
-static void try_read(h1conn *c);
+/* ---- answers -------------------------------------------------------------- */
 
-void grace__h1_adopt(h1loop *hl, h1conn *c) {
-  c->hl = hl;
-  if (hl->closing ||
-      uv_poll_init_socket(&hl->loop->uv, &c->poll, c->fd) != 0) {
-    close(c->fd);
-    free(c);
-    grace__h1_conn_dec(hl->srv);
-    return;
+/* Writes an error answer for a request the parser rejected, then ends
+ * the connection, lingering: input may still be arriving. */
+static void send_error(h1 *h, int status) {
+  grace__conn *c = h->conn;
+  char buf[512];
+  char body[64];
+  int blen = snprintf(body, sizeof(body), "%d %s", status,
+                      grace_http_status_text(status));
+  int len = snprintf(buf, sizeof(buf),
+                     "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Length: %d\r\n"
+                     "Content-Type: text/plain; charset=utf-8\r\n"
+                     "Connection: close\r\n\r\n%s",
+                     status, grace_http_status_text(status),
+                     h->hl != NULL ? grace__date_header(h->hl) : "", blen,
+                     body);
+  if (h->req != NULL && !h->req->with_handler) {
+    grace__req_free(h->req);
+    h->req = NULL;
   }
-  c->poll.data = c;
-  llhttp_init(&c->parser, HTTP_REQUEST, h1_settings());
-  c->parser.data = c;
-  grace__list_push(&hl->conns, &c->link);
-  c->state = GRACE_CONN_CLOSED; /* so grace__conn_set_state reports NEW */
-  grace__conn_set_state(c, GRACE_CONN_NEW);
-  grace__loop_tlist_add(hl->loop, TL_HEADER, &c->timeout);
-  grace__conn_poll(c, UV_READABLE);
-  if (hl->shutting_down) {
-    /* Accepted while draining: serve what it already sent, else close. */
-    try_read(c);
-    if (!grace__conn_closing(c) && c->req == NULL && c->h2 == NULL) {
-      atomic_fetch_add(&hl->srv->st_idle_closed, 1);
-      grace__conn_close(c);
+  h->phase = P_DEAD;
+  grace__conn_timer_stop(c, GRACE__TL_HEADER);
+  if (len > 0 && (size_t)len < sizeof(buf))
+    (void)grace__conn_write(c, buf, (size_t)len);
+  grace__conn_end(c, 1);
+}
+
+/* Appends |s| to |out| at |*at|, within |cap|. */
+static void put(char *out, size_t *at, const char *s, size_t n) {
+  memcpy(out + *at, s, n);
+  *at += n;
+}
+
+/* Serialises the answer of |req| (status line, framing fields owned by
+ * the library, the handler's fields, the body) and writes it. */
+static int write_answer(h1 *h, grace_http_request *req, int close) {
+  int status = grace__req_status(req);
+  int no_body = grace__status_no_body(status);
+  size_t blen = no_body ? 0 : req->resp_len;
+  size_t send_body = req->is_head ? 0 : blen;
+  const char *name, *value;
+  size_t iter = 0, fields = 0;
+  int has_date = 0;
+  char line[256];
+
+  while (grace__req_resp_next(req, &iter, &name, &value)) {
+    fields += strlen(name) + 2 + strlen(value) + 2;
+    if (strcasecmp(name, "Date") == 0)
+      has_date = 1;
+  }
+  int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status,
+                   grace_http_status_text(status));
+  if (n < 0 || (size_t)n >= sizeof(line))
+    return GRACE_EINVAL;
+  size_t cap = (size_t)n + 64 + 48 + 48 + 64 + fields + 2 + send_body;
+  char stack[8192];
+  char *out = cap <= sizeof(stack) ? stack : malloc(cap);
+  if (out == NULL)
+    return GRACE_ENOMEM;
+  size_t at = 0;
+  put(out, &at, line, (size_t)n);
+  if (!has_date && h->hl != NULL) {
+    put(out, &at, "Date: ", 6);
+    const char *d = grace__date_header(h->hl);
+    put(out, &at, d, strlen(d));
+    put(out, &at, "\r\n", 2);
+  }
+  if (!no_body) {
+    n = snprintf(line, sizeof(line), "Content-Length: %zu\r\n", blen);
+    put(out, &at, line, (size_t)n);
+    if (blen > 0 && !req->has_content_type) {
+      static const char ct[] = "Content-Type: text/plain; charset=utf-8\r\n";
+      put(out, &at, ct, sizeof(ct) - 1);
     }
   }
+  if (close) {
+    put(out, &at, "Connection: close\r\n", 19);
+  } else if (req->minor == 0) {
+    put(out, &at, "Connection: keep-alive\r\n", 24);
+  }
+  iter = 0;
+  while (grace__req_resp_next(req, &iter, &name, &value)) {
+    put(out, &at, name, strlen(name));
+    put(out, &at, ": ", 2);
+    put(out, &at, value, strlen(value));
+    put(out, &at, "\r\n", 2);
+  }
+  put(out, &at, "\r\n", 2);
+  if (send_body)
+    put(out, &at, req->resp_body, send_body);
+  int rv = grace__conn_write(h->conn, out, at);
+  if (out != stack)
+    free(out);
+  return rv;
 }
 
-/* ---- writing ------------------------------------------------------------ */
-
-static void continue_pending(h1conn *c);
-
-static void linger_close(h1conn *c) {
-  /* Half-close, then read and discard until the client closes or the
-   * linger time passes. */
-  shutdown(c->fd, SHUT_WR);
-  c->flags |= CF_LINGER;
-  c->flags &= (uint16_t)~CF_READ_PAUSED;
-  grace__dbuf_free(&c->pending);
-  grace__loop_tlist_add(c->hl->loop, TL_LINGER, &c->timeout);
-  grace__conn_poll(c, UV_READABLE);
+/* Bytes of the peer not yet parsed: the rest of the current read, or the
+ * transport's read-ahead. */
+static int input_pending(const h1 *h) {
+  return h->in_read ? h->avail > 0 : h->conn->rlen > 0;
 }
 
-static void write_done(h1conn *c) {
-  h1loop *hl = c->hl;
-  free(c->wbuf);
-  c->wbuf = NULL;
-  c->wlen = c->woff = 0;
-  c->flags &= (uint16_t)~CF_WRITING;
-  if (c->h2 != NULL) {
-    grace__h2c_write_done(c);
+/* The connection has nothing to do: keep it alive, or close it when a
+ * shutdown is under way. */
+static void go_idle(h1 *h) {
+  grace__conn *c = h->conn;
+  if (grace__conn_shutting_down(c)) {
+    atomic_fetch_add(&c->reg->idle_closed, 1);
+    grace__conn_end(c, 0);
     return;
   }
-  if (c->req != NULL) {
-    grace__req_free(c->req);
-    c->req = NULL;
-  }
-  if (c->flags & CF_CLOSE_AFTER) {
-    if (c->flags & CF_LINGER)
-      return;
-    /* Unread request bytes would make close() send a reset that can
-     * destroy the response in flight; linger in that case. */
-    if (c->pending.len > 0 || llhttp_get_errno(&c->parser) != HPE_OK)
-      linger_close(c);
-    else
-      grace__conn_close(c);
-    return;
-  }
-  if (c->flags & CF_READ_PAUSED)
-    c->flags &= (uint16_t)~CF_READ_PAUSED;
-  if (c->pending.len > 0) {
-    continue_pending(c);
-    return;
-  }
-  if (hl->shutting_down) {
-    atomic_fetch_add(&hl->srv->st_idle_closed, 1);
-    grace__conn_close(c);
-    return;
-  }
-  grace__conn_set_state(c, GRACE_CONN_IDLE);
-  grace__loop_tlist_add(hl->loop, TL_IDLE, &c->timeout);
-  grace__conn_poll(c, UV_READABLE);
+  grace__conn_set_state(c, GRACE__CS_IDLE);
+  grace__conn_timer(c, GRACE__TL_IDLE);
 }
 
-static void do_write(h1conn *c) {
-  while (c->woff < c->wlen) {
-    ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff,
-                     MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      if (errno == EAGAIN) {
-        grace__conn_poll(c, UV_READABLE | UV_WRITABLE);
-        return;
-      }
-      /* The client is gone; the response cannot be delivered. */
-      c->flags &= (uint16_t)~CF_WRITING;
-      grace__conn_close(c);
-      return;
-    }
-    c->woff += (uint32_t)n;
-  }
-  write_done(c);
-}
+/* The handler answered |req| (ops->finish); on the loop thread. */
+static void h1_finish(grace_http_request *req) {
+  h1 *h = req->proto;
+  grace__conn *c = req->conn;
 
-static void start_write(h1conn *c, char *buf, uint32_t len) {
-  c->wbuf = buf;
-  c->wlen = len;
-  c->woff = 0;
-  c->flags |= CF_WRITING;
-  do_write(c);
-}
-
-/* Answers |req| on the loop thread; the common end of every request. */
-void grace__h1_finish(grace_http_request *req) {
-  h1conn *c = req->conn;
-  h1loop *hl = c->hl;
-  int close;
-  char *out;
-  uint32_t outlen;
-
-  atomic_fetch_sub(&hl->srv->st_inflight, 1);
-  if (req->is_h2) {
-    grace__h2c_answer(req);
-    return;
-  }
-  c->flags &= (uint16_t)~CF_IN_HANDLER;
   if (grace__conn_closing(c)) {
     /* Cancelled: the client went away or the server was closed. */
-    if (c->flags & CF_CLOSED)
-      grace__conn_free(c); /* frees req too */
+    if (h->req == req)
+      h->req = NULL;
+    grace__req_done(req);
     return;
   }
+  h->req = NULL;
   if (req->abandoned) {
+    grace__req_done(req);
     grace__conn_close(c);
     return;
   }
-  /* During shutdown the last response carries Connection: close; a
-   * request already pipelined behind it is served first. */
-  close = !req->keep_alive || (c->flags & CF_PEER_EOF) ||
-          (hl->shutting_down && c->pending.len == 0) || req->error_status;
-  const char *body = req->resp_body;
-  if (grace__req_serialize(req, hl, body, req->resp_len, close, &out,
-                           &outlen) != 0) {
+  /* During shutdown the last answer carries Connection: close; a request
+   * already pipelined behind it is served first. */
+  int pending = input_pending(h);
+  int close = !req->keep_alive || h->eof ||
+              (grace__conn_shutting_down(c) && !pending);
+  int rv = write_answer(h, req, close);
+  grace__req_done(req);
+  if (rv != 0) {
     grace__conn_close(c);
     return;
   }
-  if (close)
-    c->flags |= CF_CLOSE_AFTER;
-  start_write(c, out, outlen);
-}
-
-/* ---- reading and parsing ------------------------------------------------ */
-
-static void dispatch(h1conn *c) {
-  grace_http_request *req = c->req;
-  grace__loop_tlist_remove(c->hl->loop, &c->timeout);
-  c->flags |= CF_IN_HANDLER;
-  atomic_fetch_add(&c->hl->srv->st_requests, 1);
-  atomic_fetch_add(&c->hl->srv->st_inflight, 1);
-  grace__route(req); /* may answer, and even close c; c stays allocated */
-}
-
-static void save_leftover(h1conn *c, const char *from, size_t n,
-                          int from_pending) {
-  if (from_pending) {
-    memmove(c->pending.p, from, n);
-    c->pending.len = (uint32_t)n;
-    if (n == 0)
-      grace__dbuf_free(&c->pending);
-  } else if (n > 0) {
-    /* Cannot fail past the cap: leftover of one read <= READ_BUF_SIZE. */
-    if (grace__dbuf_append(&c->pending, from, n, 4 * PENDING_CAP) != 0)
-      c->flags |= CF_CLOSE_AFTER;
-  }
-}
-
-static void parse(h1conn *c, const char *data, size_t n, int from_pending) {
-  enum llhttp_errno err = llhttp_execute(&c->parser, data, n);
-  if (err == HPE_OK) {
-    if (from_pending)
-      grace__dbuf_free(&c->pending);
+  if (close) {
+    h->phase = P_DEAD;
+    grace__conn_end(c, pending);
     return;
   }
+  h->phase = P_IDLE;
+  if (grace__conn_queued(c) > GRACE__WRITE_HIGH) {
+    /* The peer does not read its answers: read no more requests from it
+     * until it does (the send timeout cuts one that never does). */
+    h->waiting_flush = 1;
+    return;
+  }
+  if (!pending) {
+    go_idle(h);
+    return;
+  }
+  if (!h->in_read)
+    grace__conn_resume(c);
+}
+
+static const grace__exch_ops h1_ops = {.finish = h1_finish};
+
+/* ---- reading ---------------------------------------------------------------- */
+
+/* The request is complete: to its handler. */
+static void dispatch(h1 *h) {
+  grace_http_request *req = h->req;
+  grace__conn *c = h->conn;
+  h->phase = P_HANDLER;
+  grace__conn_timer_stop(c, GRACE__TL_HEADER);
+  req->complete = 1;
+  grace__req_dispatch(req); /* may answer at once (h1_finish) */
+}
+
+/* Starts reading the body the head announced, or dispatches at once. */
+static int begin_body(h1 *h) {
+  llhttp_t *p = &h->parser;
+  grace_http_request *req = h->req;
+  int chunked = (p->flags & F_CHUNKED) != 0;
+  uint64_t length = (p->flags & F_CONTENT_LENGTH) ? p->content_length : 0;
+  parser_init(h);
+  if (!chunked && length == 0) {
+    dispatch(h);
+    return 0;
+  }
+  if (length > h->srv->opts.max_body_bytes)
+    return 413;
+  grace__h1_body_init(&h->body, chunked, length,
+                      h->srv->opts.max_header_bytes);
+  h->phase = P_BODY;
+  grace__conn_timer_stop(h->conn, GRACE__TL_HEADER);
+  grace__conn_timer(h->conn, GRACE__TL_BODY);
+  const char *expect = grace_http_request_header(req, "Expect");
+  if (expect != NULL && strcasecmp(expect, "100-continue") == 0 &&
+      req->minor == 1) {
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    /* Through the write queue: a full socket delays it, never cuts it. */
+    (void)grace__conn_write(h->conn, cont, sizeof(cont) - 1);
+  }
+  return 0;
+}
+
+static ssize_t read_body(h1 *h, const uint8_t *p, size_t n) {
+  size_t used;
+  const uint8_t *data;
+  size_t len;
+  int rv = grace__h1_body_next(&h->body, p, n, &used, &data, &len);
+  if (rv < 0) {
+    send_error(h, rv == GRACE__H1_BODY_EBIG ? 431 : 400);
+    return -1;
+  }
+  if (len > 0) {
+    if (grace__dbuf_append(&h->req->body, data, len,
+                           h->srv->opts.max_body_bytes) != 0) {
+      send_error(h, 413);
+      return -1;
+    }
+  }
+  if (used > 0)
+    grace__conn_timer(h->conn, GRACE__TL_BODY); /* progress */
+  if (rv == GRACE__H1_BODY_DONE) {
+    grace__conn_timer_stop(h->conn, GRACE__TL_BODY);
+    h->avail = n - used;
+    dispatch(h);
+  }
+  return (ssize_t)used;
+}
+
+/* Scans head bytes for a line that starts with whitespace after the
+ * request line: an obs-fold. */
+static int has_fold(h1 *h, const uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (h->prev_lf && (p[i] == ' ' || p[i] == '\t'))
+      return 1;
+    h->prev_lf = p[i] == '\n';
+  }
+  return 0;
+}
+
+static ssize_t read_head(h1 *h, const uint8_t *p, size_t n) {
+  grace__conn *c = h->conn;
+  if (h->phase == P_IDLE) {
+    h->phase = P_HEAD;
+    h->prev_lf = 0;
+    if (c->state != GRACE__CS_ACTIVE) {
+      /* The read-header timeout runs from the request's first byte (a new
+       * connection's from the accept). */
+      if (c->state == GRACE__CS_IDLE)
+        grace__conn_timer(c, GRACE__TL_HEADER); /* replaces the idle one */
+      grace__conn_set_state(c, GRACE__CS_ACTIVE);
+    }
+  }
+  enum llhttp_errno err = llhttp_execute(&h->parser, (const char *)p, n);
+  size_t used = n;
+  if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE)
+    used = (size_t)(llhttp_get_error_pos(&h->parser) - (const char *)p);
+  if ((err == HPE_OK || err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) &&
+      has_fold(h, p, used)) {
+    /* RFC 9112 section 5.2: obs-fold is rejected, not unfolded (llhttp
+     * would unfold it). */
+    send_error(h, 400);
+    return -1;
+  }
+  if (err == HPE_OK)
+    return (ssize_t)n;
   if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-    const char *pos = llhttp_get_error_pos(&c->parser);
-    size_t used = (size_t)(pos - data);
-    llhttp_resume(&c->parser);
-    if (err == HPE_PAUSED_UPGRADE) {
-      /* We do not switch protocols: answer, then close. */
-      c->req->keep_alive = 0;
-      used = n;
+    /* Paused at the end of the head; an Upgrade is not acted on (we do not
+     * switch protocols: the request is answered as HTTP/1.1). */
+    h->avail = n - used;
+    int status = begin_body(h);
+    if (status != 0) {
+      send_error(h, status);
+      return -1;
     }
-    save_leftover(c, data + used, n - used, from_pending);
-    if (c->req != NULL && c->req->complete) {
-      dispatch(c);
-    }
-    return;
+    return (ssize_t)used;
   }
   int status = 400;
-  if (c->req != NULL && c->req->error_status)
-    status = c->req->error_status;
-  if (from_pending)
-    grace__dbuf_free(&c->pending);
-  send_error(c, status);
+  if (h->req != NULL && h->req->error_status)
+    status = h->req->error_status;
+  send_error(h, status);
+  return -1;
 }
 
-static void continue_pending(h1conn *c) {
-  /* Per loop thread: how deep answers and next requests have nested. */
-  static _Thread_local int depth;
-  if (depth >= MAX_DEPTH) {
-    /* Resume through the poll: a writable socket wakes us at once. */
-    grace__conn_poll(c, UV_READABLE | UV_WRITABLE);
-    return;
+static ssize_t h1_on_read(grace__conn *c, const uint8_t *p, size_t n) {
+  h1 *h = c->pdata;
+  size_t off = 0;
+
+  h->conn = c;
+  if (!h->sniffed) {
+    /* HTTP/2 with prior knowledge on the same port (RFC 9113 section
+     * 3.3)?  The first four bytes decide; fewer wait here. */
+    size_t want = 4u - (size_t)h->sniff_len;
+    size_t take = want < n ? want : n;
+    memcpy(h->sniff + h->sniff_len, p, take);
+    int is_h2 = grace__h2c_is_preface(h->sniff, h->sniff_len + take);
+    if (is_h2 < 0) {
+      h->sniff_len = (uint8_t)(h->sniff_len + take);
+      return (ssize_t)take;
+    }
+    h->sniffed = 1;
+    h->seen_bytes = 1;
+    if (is_h2 > 0) {
+      size_t held = h->sniff_len;
+      char sniff[4];
+      memcpy(sniff, h->sniff, held);
+      if (grace__h2c_start(c, h->srv, h->hl) != 0)
+        return -1;
+      free(h); /* the connection speaks HTTP/2 from now on */
+      if (held > 0 &&
+          c->proto->on_read(c, (const uint8_t *)sniff, held) < 0)
+        return -1;
+      return 0; /* the transport offers |p| to HTTP/2 */
+    }
+    if (h->sniff_len > 0) {
+      /* Too short to hold a request: only the parser's state changes. */
+      h->phase = P_IDLE;
+      if (read_head(h, (const uint8_t *)h->sniff, h->sniff_len) < 0)
+        return -1;
+    }
   }
-  depth++;
-  grace__conn_set_state(c, GRACE_CONN_ACTIVE);
-  parse(c, c->pending.p, c->pending.len, 1);
-  depth--;
+  h->in_read = 1;
+  while (off < n && !grace__conn_closing(c) && !h->waiting_flush) {
+    ssize_t used;
+    if (h->phase == P_HANDLER || h->phase == P_DEAD)
+      break;
+    if (h->phase == P_BODY)
+      used = read_body(h, p + off, n - off);
+    else
+      used = read_head(h, p + off, n - off);
+    if (used < 0) {
+      h->in_read = 0;
+      return -1;
+    }
+    off += (size_t)used;
+  }
+  h->in_read = 0;
+  if (h->phase == P_DEAD)
+    return (ssize_t)n; /* ending: the rest is discarded */
+  return (ssize_t)off;
 }
 
-static void on_eof(h1conn *c) {
-  c->flags |= CF_PEER_EOF;
-  if (c->flags & CF_IN_HANDLER) {
-    /* Go cancels the request context when the client closes; the handler
-     * decides whether to finish. */
-    grace__conn_poll(c, c->events & ~UV_READABLE);
-    if (c->req != NULL)
-      grace__req_cancel(c->req);
+static void h1_on_eof(grace__conn *c) {
+  h1 *h = c->pdata;
+  h->eof = 1;
+  if (h->phase == P_HANDLER) {
+    /* Go cancels the request's context when the client closes; the
+     * handler decides whether to finish (its answer closes). */
+    if (h->req != NULL)
+      grace__req_cancel(h->req);
     return;
   }
-  if (c->flags & CF_WRITING) {
-    grace__conn_poll(c, c->events & ~UV_READABLE);
-    return;
-  }
-  grace__conn_close(c);
-}
-
-/* Reads once from the socket and acts on what arrived. */
-static void try_read(h1conn *c) {
-  h1loop *hl = c->hl;
-  ssize_t n;
-
-  if (c->h2 != NULL) {
-    do
-      n = read(c->fd, hl->rbuf, READ_BUF_SIZE);
-    while (n < 0 && errno == EINTR);
-    if (n > 0)
-      grace__h2c_read(c, hl->rbuf, (size_t)n);
-    else if (n == 0 || errno != EAGAIN)
-      grace__conn_close(c);
-    return;
-  }
-  if (c->flags & CF_LINGER) {
-    do
-      n = read(c->fd, hl->rbuf, READ_BUF_SIZE);
-    while (n < 0 && errno == EINTR);
-    if (n == 0 || (n < 0 && errno != EAGAIN))
-      grace__conn_close(c);
-    return;
-  }
-  if (c->flags & (CF_IN_HANDLER | CF_WRITING)) {
-    /* Read ahead while the request is handled: pipelined requests, and an
-     * EOF that cancels the handler. */
-    size_t room = PENDING_CAP > c->pending.len ? PENDING_CAP - c->pending.len
-                                               : 0;
-    if (room == 0) {
-      c->flags |= CF_READ_PAUSED;
-      grace__conn_poll(c, c->events & ~UV_READABLE);
-      return;
-    }
-    do
-      n = read(c->fd, hl->rbuf, room < READ_BUF_SIZE ? room : READ_BUF_SIZE);
-    while (n < 0 && errno == EINTR);
-    if (n > 0) {
-      if (grace__dbuf_append(&c->pending, hl->rbuf, (size_t)n,
-                             PENDING_CAP) != 0)
-        grace__conn_close(c);
-    } else if (n == 0) {
-      on_eof(c);
-    } else if (errno != EAGAIN) {
-      if (c->flags & CF_IN_HANDLER && c->req != NULL)
-        grace__req_cancel(c->req);
-      grace__conn_close(c);
-    }
-    return;
-  }
-  do
-    n = read(c->fd, hl->rbuf, READ_BUF_SIZE);
-  while (n < 0 && errno == EINTR);
-  if (n > 0) {
-    if (!(c->flags & CF_SEEN_BYTES)) {
-      /* HTTP/2 with prior knowledge on the same port (RFC 9113 3.3)?  The
-       * first bytes decide; a few that could go either way wait. */
-      if (grace__dbuf_append(&c->pending, hl->rbuf, (size_t)n,
-                             4 * PENDING_CAP) != 0) {
-        grace__conn_close(c);
-        return;
-      }
-      int h2 = grace__h2c_is_preface(c->pending.p, c->pending.len);
-      if (h2 < 0)
-        return;
-      c->flags |= CF_SEEN_BYTES;
-      if (h2 > 0) {
-        grace__h2c_start(c, c->pending.p, c->pending.len);
-        grace__dbuf_free(&c->pending);
-        return;
-      }
-      grace__conn_set_state(c, GRACE_CONN_ACTIVE);
-      grace__loop_tlist_add(hl->loop, TL_HEADER, &c->timeout);
-      parse(c, c->pending.p, c->pending.len, 1);
-      return;
-    }
-    if (c->state != GRACE_CONN_ACTIVE) {
-      grace__conn_set_state(c, GRACE_CONN_ACTIVE);
-      /* The read-header timeout runs from the request's first byte. */
-      grace__loop_tlist_add(hl->loop, TL_HEADER, &c->timeout);
-    }
-    if (c->pending.len > 0) {
-      if (grace__dbuf_append(&c->pending, hl->rbuf, (size_t)n,
-                             4 * PENDING_CAP) != 0) {
-        send_error(c, 431);
-        return;
-      }
-      parse(c, c->pending.p, c->pending.len, 1);
-    } else {
-      parse(c, hl->rbuf, (size_t)n, 0);
-    }
-  } else if (n == 0) {
-    on_eof(c);
-  } else if (errno != EAGAIN) {
+  if (h->waiting_flush || c->rlen > 0)
+    return; /* pipelined requests are served first */
+  if (grace__conn_queued(c) > 0)
+    grace__conn_end(c, 0);
+  else
     grace__conn_close(c);
-  }
 }
 
-static void on_poll(uv_poll_t *handle, int status, int events) {
-  h1conn *c = handle->data;
-  if (grace__conn_closing(c))
+static void h1_on_flushed(grace__conn *c) {
+  h1 *h = c->pdata;
+  if (!h->waiting_flush)
     return;
-  if (status < 0) {
-    if (c->flags & CF_IN_HANDLER && c->req != NULL)
-      grace__req_cancel(c->req);
+  h->waiting_flush = 0;
+  if (c->rlen > 0)
+    grace__conn_resume(c);
+  else if (h->eof)
     grace__conn_close(c);
-    return;
-  }
-  if (events & UV_WRITABLE) {
-    if (c->flags & CF_WRITING) {
-      do_write(c);
-    } else {
-      grace__conn_poll(c, c->events & ~UV_WRITABLE);
-      if (c->pending.len > 0 && !(c->flags & CF_IN_HANDLER))
-        continue_pending(c);
-    }
-    if (grace__conn_closing(c))
-      return;
-  }
-  if ((events & UV_READABLE) && (c->events & UV_READABLE))
-    try_read(c);
+  else if (h->phase == P_IDLE)
+    go_idle(h);
 }
 
-/* Answers a request the parser rejected, then closes. */
-static void send_error(h1conn *c, int status) {
-  grace_http_request *req = c->req;
-  char *out;
-  uint32_t outlen;
-  char body[64];
-
-  if (req == NULL) {
-    req = grace__req_new(c);
-    if (req == NULL) {
-      grace__conn_close(c);
-      return;
-    }
-    c->req = req;
-  }
-  req->status = status;
-  req->error_status = status;
-  req->keep_alive = 0;
-  req->is_head = 0;
-  grace__loop_tlist_remove(c->hl->loop, &c->timeout);
-  int len = snprintf(body, sizeof(body), "%d %s", status,
-                     grace_http_status_text(status));
-  if (grace__req_serialize(req, c->hl, body, (size_t)len, 1, &out,
-                           &outlen) != 0) {
+static void h1_on_timer(grace__conn *c, unsigned list) {
+  h1 *h = c->pdata;
+  switch (list) {
+  case GRACE__TL_BODY:
+    /* The client stopped sending its body (nginx's client_body_timeout):
+     * the request is cut. */
+    grace__conn_count_cut(c, 1);
+    send_error(h, 408);
+    break;
+  case GRACE__TL_SEND:
+    /* The client stopped reading its answer (nginx's send_timeout). */
+    grace__conn_count_cut(c, 1);
     grace__conn_close(c);
+    break;
+  default:
+    /* Header or idle timeout: close quietly, as Go does. */
+    grace__conn_close(c);
+    break;
+  }
+}
+
+static void h1_on_shutdown(grace__conn *c) {
+  h1 *h = c->pdata;
+  if (h->phase != P_IDLE || h->waiting_flush)
+    return; /* its answer will carry Connection: close */
+  /* New or idle: serve the bytes it has already sent, else close. */
+  if (c->rlen > 0)
+    grace__conn_resume(c);
+  else
+    grace__conn_read_now(c);
+  if (c->proto != &grace__h1_proto)
+    return; /* it spoke HTTP/2, which began its own shutdown */
+  if (grace__conn_closing(c) || h->phase != P_IDLE || c->rlen > 0 ||
+      h->sniff_len > 0 || h->waiting_flush)
+    return;
+  atomic_fetch_add(&c->reg->idle_closed, 1);
+  grace__conn_end(c, 0);
+}
+
+static unsigned h1_on_force(grace__conn *c) {
+  h1 *h = c->pdata;
+  if (h->phase == P_HANDLER && h->req != NULL && !atomic_load(&h->req->cancelled))
+    return 1;
+  return 0;
+}
+
+static void h1_on_close(grace__conn *c) {
+  h1 *h = c->pdata;
+  grace_http_request *req = h->req;
+  if (req == NULL)
+    return;
+  if (req->with_handler) {
+    grace__req_cancel(req); /* its answer is discarded */
     return;
   }
-  /* write_done lingers: the parser is in error, so input may remain. */
-  c->flags |= CF_CLOSE_AFTER;
-  start_write(c, out, outlen);
+  h->req = NULL;
+  grace__req_free(req);
 }
 
-/* ---- llhttp callbacks --------------------------------------------------- */
-
-static grace_http_request *cur(llhttp_t *p) {
-  return ((h1conn *)p->data)->req;
+static void h1_on_free(grace__conn *c) {
+  h1 *h = c->pdata;
+  if (h->req != NULL && !h->req->with_handler)
+    grace__req_free(h->req);
+  free(h);
 }
 
-static int head_append(llhttp_t *p, const char *at, size_t len) {
-  grace_http_request *req = cur(p);
-  h1conn *c = p->data;
-  if (grace__dbuf_append(&req->head, at, len,
-                         c->hl->srv->opts.max_header_bytes) != 0) {
-    req->error_status = 431;
+const grace__conn_proto grace__h1_proto = {
+    .on_read = h1_on_read,
+    .on_eof = h1_on_eof,
+    .on_flushed = h1_on_flushed,
+    .on_timer = h1_on_timer,
+    .on_shutdown = h1_on_shutdown,
+    .on_force = h1_on_force,
+    .on_close = h1_on_close,
+    .on_free = h1_on_free,
+};
+
+/* ---- llhttp callbacks ------------------------------------------------------- */
+
+static int head_append(h1 *h, const char *at, size_t len) {
+  if (grace__dbuf_append(&h->req->head, at, len,
+                         h->srv->opts.max_header_bytes) != 0) {
+    h->req->error_status = 431;
     return -1;
   }
   return 0;
 }
 
 static int on_message_begin(llhttp_t *p) {
-  h1conn *c = p->data;
-  if (c->req == NULL) {
-    c->req = grace__req_new(c);
-    if (c->req == NULL)
+  h1 *h = p->data;
+  if (h->req == NULL) {
+    h->req = grace__req_new(h->srv, h->hl, h->conn, h, &h1_ops);
+    if (h->req == NULL)
       return -1;
   }
-  if (c->state != GRACE_CONN_ACTIVE)
-    grace__conn_set_state(c, GRACE_CONN_ACTIVE);
-  if (c->timeout.link.next == &c->timeout.link)
-    grace__loop_tlist_add(c->hl->loop, TL_HEADER, &c->timeout);
+  h->fields = 0;
+  h->hosts = 0;
+  h->te_seen = 0;
+  h->te_status = 0;
   return 0;
 }
 
 static int on_url(llhttp_t *p, const char *at, size_t len) {
-  return head_append(p, at, len);
+  return head_append(p->data, at, len);
 }
 
 static int on_url_complete(llhttp_t *p) {
-  grace_http_request *req = cur(p);
-  if (head_append(p, "", 1) != 0)
+  h1 *h = p->data;
+  if (head_append(h, "", 1) != 0)
     return -1;
-  req->headers_off = req->head.len;
+  h->req->headers_off = h->req->head.len;
+  h->name_off = h->req->head.len;
   return 0;
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len) {
-  return head_append(p, at, len);
+  return head_append(p->data, at, len);
 }
 
 static int on_header_field_complete(llhttp_t *p) {
-  return head_append(p, "", 1);
+  h1 *h = p->data;
+  grace_http_request *req = h->req;
+  if (++h->fields > GRACE__MAX_HEADER_FIELDS) {
+    req->error_status = 431;
+    return -1;
+  }
+  if (head_append(h, "", 1) != 0)
+    return -1;
+  h->field_is_host = strcasecmp(req->head.p + h->name_off, "host") == 0;
+  return 0;
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
-  return head_append(p, at, len);
+  return head_append(p->data, at, len);
+}
+
+/* RFC 9112 section 3.2 / RFC 3986 section 3.2.2: reg-name, IP-literal or
+ * IPv4 address, then an optional port; nothing that could be a path, a
+ * user or whitespace. */
+static int valid_host(const char *v) {
+  for (; *v; v++) {
+    unsigned char ch = (unsigned char)*v;
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+        (ch >= '0' && ch <= '9'))
+      continue;
+    if (strchr("-._~:[]!$&'()*+,;=%", ch) == NULL)
+      return 0;
+  }
+  return 1;
 }
 
 static int on_header_value_complete(llhttp_t *p) {
-  grace_http_request *req = cur(p);
+  h1 *h = p->data;
+  grace_http_request *req = h->req;
   req->nheaders++;
-  return head_append(p, "", 1);
+  if (head_append(h, "", 1) != 0)
+    return -1;
+  uint32_t name_off = h->name_off;
+  h->name_off = req->head.len;
+  const char *name = req->head.p + name_off;
+  const char *value = name + strlen(name) + 1;
+  if (strcasecmp(name, "transfer-encoding") == 0) {
+    /* Only "chunked" is implemented (Go answers other codings 501);
+     * a list or a second field is refused rather than guessed at. */
+    size_t vl = strlen(value);
+    while (vl > 0 && (value[vl - 1] == ' ' || value[vl - 1] == '\t'))
+      vl--;
+    const char *v = value;
+    while (*v == ' ' || *v == '\t')
+      v++, vl--;
+    if (h->te_seen++ || vl != 7 || strncasecmp(v, "chunked", 7) != 0)
+      h->te_status = h->te_status ? h->te_status : 501;
+  }
+  if (h->field_is_host) {
+    h->hosts++;
+    if (!valid_host(value)) {
+      req->error_status = 400;
+      return -1;
+    }
+  }
+  return 0;
 }
 
 static int on_headers_complete(llhttp_t *p) {
-  h1conn *c = p->data;
-  grace_http_request *req = c->req;
-  grace_http_server *srv = c->hl->srv;
+  h1 *h = p->data;
+  grace_http_request *req = h->req;
 
   req->headers_end = req->head.len;
-  req->minor = (uint8_t)llhttp_get_http_minor(p);
   if (llhttp_get_http_major(p) != 1) {
     req->error_status = 505;
+    return -1;
+  }
+  /* A version above 1.1 is answered as 1.1 (RFC 9110 section 6.2). */
+  req->minor = (uint8_t)(llhttp_get_http_minor(p) > 0 ? 1 : 0);
+  /* RFC 9112 section 3.2: a 1.1 request has exactly one Host, and no
+   * request has two. */
+  if (h->hosts > 1 || (req->minor == 1 && h->hosts == 0)) {
+    req->error_status = 400;
+    return -1;
+  }
+  /* RFC 9112 section 6.3: a request whose final transfer coding is not
+   * chunked has no reliable length. */
+  if ((p->flags & F_TRANSFER_ENCODING) && !(p->flags & F_CHUNKED)) {
+    req->error_status = 400;
+    return -1;
+  }
+  if (h->te_status) {
+    req->error_status = h->te_status;
     return -1;
   }
   req->keep_alive = (uint8_t)llhttp_should_keep_alive(p);
@@ -618,45 +664,18 @@ static int on_headers_complete(llhttp_t *p) {
   grace__req_finish_head(req, llhttp_method_name(llhttp_get_method(p)));
   if (req->error_status)
     return -1;
-  /* The read-header timeout ends with the headers. */
-  grace__loop_tlist_remove(c->hl->loop, &c->timeout);
-  if ((p->flags & F_CONTENT_LENGTH) &&
-      p->content_length > srv->opts.max_body_bytes) {
-    req->error_status = 413;
-    return -1;
-  }
-  const char *expect = grace_http_request_header(req, "Expect");
-  if (expect != NULL && strcasecmp(expect, "100-continue") == 0 &&
-      req->minor == 1) {
-    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-    /* Best effort, like Go: a full socket buffer here is not fatal. */
-    (void)!send(c->fd, cont, sizeof(cont) - 1, MSG_NOSIGNAL);
-  }
-  return 0;
-}
-
-static int on_body(llhttp_t *p, const char *at, size_t len) {
-  h1conn *c = p->data;
-  grace_http_request *req = c->req;
-  if (grace__dbuf_append(&req->body, at, len,
-                         c->hl->srv->opts.max_body_bytes) != 0) {
-    req->error_status = 413;
-    return -1;
-  }
-  return 0;
+  /* The body, if any, is read by h1_body.c: tell llhttp there is none. */
+  return 1;
 }
 
 static int on_message_complete(llhttp_t *p) {
-  grace_http_request *req = cur(p);
-  req->complete = 1;
-  /* One request at a time: pause so the caller dispatches this one and
-   * keeps the bytes of the next. */
+  (void)p;
+  /* Pause at the end of the head so the caller takes over. */
   return HPE_PAUSED;
 }
 
 /* Shared by every connection of every server, read-only: initialised
- * statically so no thread ever writes it (llhttp_settings_init only
- * zeroes what is not set here). */
+ * statically so no thread ever writes it. */
 static const llhttp_settings_t settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
@@ -666,67 +685,5 @@ static const llhttp_settings_t settings = {
     .on_header_value = on_header_value,
     .on_header_value_complete = on_header_value_complete,
     .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
     .on_message_complete = on_message_complete,
 };
-
-static const llhttp_settings_t *h1_settings(void) { return &settings; }
-
-/* ---- timeouts and shutdown ---------------------------------------------- */
-
-void grace__h1_expire(h1loop *hl, unsigned list, grace__tnode *node) {
-  h1conn *c = grace__container_of(node, h1conn, timeout);
-  (void)hl;
-  if (c->h2 != NULL) {
-    grace__h2c_expire(c, list);
-    return;
-  }
-  /* Header timeout, idle timeout or the end of a linger: close quietly. */
-  grace__conn_close(c);
-}
-
-void grace__h1_shutdown(h1loop *hl) {
-  grace__list *it, *next;
-  hl->shutting_down = 1;
-  for (it = hl->conns.next; it != &hl->conns; it = next) {
-    h1conn *c = grace__container_of(it, h1conn, link);
-    next = it->next;
-    if (grace__conn_closing(c))
-      continue;
-    if (c->h2 != NULL) {
-      grace__h2c_shutdown(c);
-      continue;
-    }
-    if (c->req != NULL || (c->flags & CF_WRITING))
-      continue;
-    /* New or idle: serve the bytes it has already sent, else close. */
-    if (c->pending.len > 0)
-      continue_pending(c);
-    else
-      try_read(c);
-    if (!grace__conn_closing(c) && c->req == NULL && c->h2 == NULL &&
-        !(c->flags & CF_WRITING)) {
-      atomic_fetch_add(&hl->srv->st_idle_closed, 1);
-      grace__conn_close(c);
-    }
-  }
-}
-
-int grace__h1_close_all(h1loop *hl) {
-  grace__list *it, *next;
-  int cut = 0;
-  hl->closing = 1;
-  hl->shutting_down = 1;
-  for (it = hl->conns.next; it != &hl->conns; it = next) {
-    h1conn *c = grace__container_of(it, h1conn, link);
-    next = it->next;
-    if (grace__conn_closing(c))
-      continue;
-    if ((c->flags & CF_IN_HANDLER) && c->req != NULL && !c->req->cancelled)
-      cut++;
-    if (c->h2 != NULL)
-      cut += grace__h2c_force_close(c);
-    grace__conn_close(c);
-  }
-  return cut;
-}

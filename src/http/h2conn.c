@@ -1,23 +1,38 @@
 /*
- * HTTP/2 on a server connection: the glue between the socket side of a
- * connection (h1.c) and the sans-I/O HTTP/2 session (h2.c).  A connection
- * whose first bytes are the client preface switches here for good
- * (prior knowledge, RFC 9113 section 3.3); its requests are the same
- * grace_http_request objects HTTP/1.1 requests are, so every handler serves
- * both.
+ * HTTP/2 as a protocol on a grace__conn: the glue between the transport
+ * (net/conn.c) and the sans-I/O HTTP/2 session (h2.c).  A connection whose
+ * first bytes are the client preface switches here for good (prior
+ * knowledge, RFC 9113 section 3.3); its requests are the same exchanges
+ * HTTP/1.1 requests are, so every handler serves both.
+ *
+ * Output is pulled from the session only while the transport's write
+ * queue is below GRACE__WRITE_HIGH, and frames are read only then: a peer
+ * that does not read costs a bounded amount of memory, and its stalled
+ * writes end at the send timeout.
  *
  * Shutdown is the two-phase GOAWAY of h2.c (GOAWAY 2^31-1 and a PING, the
- * final GOAWAY on the PING's ack or after GOAWAY_ACK_MS), and the connection
- * closes the moment the final GOAWAY is out and no stream is left.
+ * final GOAWAY on the PING's ack or after GRACE__GOAWAY_ACK_MS); the
+ * connection ends the moment the final GOAWAY is out and no stream is
+ * left, lingering so that frames still in flight from the client do not
+ * turn the close into a reset that destroys the last response.
  */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "http/internal.h"
+
+typedef struct h2c {
+  grace__conn *conn;
+  grace_http_server *srv;
+  grace__http_loop *hl;
+  grace__h2 *h2;
+  int busy;       /* inside a call into h2.c: no pull, no free */
+  int dead;       /* the socket closed while busy: free the session later */
+  unsigned nreqs; /* exchanges held by handlers or stream hooks */
+} h2c;
+
+static const grace__exch_ops h2_ops;
 
 int grace__h2c_is_preface(const char *data, size_t n) {
   /* "PRI " starts no HTTP/1.1 request llhttp accepts, so four bytes
@@ -29,84 +44,79 @@ int grace__h2c_is_preface(const char *data, size_t n) {
 }
 
 /* Keeps the connection's state and idle timer in step with its streams. */
-static void update_idle(h1conn *c) {
-  h1loop *hl = c->hl;
+static void update_idle(h2c *h) {
+  grace__conn *c = h->conn;
   if (grace__conn_closing(c))
     return;
-  if (grace__h2_stream_count(c->h2) > 0) {
-    grace__conn_set_state(c, GRACE_CONN_ACTIVE);
-    if (!hl->shutting_down)
-      grace__loop_tlist_remove(hl->loop, &c->timeout);
+  if (grace__h2_stream_count(h->h2) > 0) {
+    grace__conn_set_state(c, GRACE__CS_ACTIVE);
+    grace__conn_timer_stop(c, GRACE__TL_IDLE);
   } else {
-    grace__conn_set_state(c, GRACE_CONN_IDLE);
-    if (!hl->shutting_down &&
-        c->timeout.link.next == &c->timeout.link)
-      grace__loop_tlist_add(hl->loop, TL_IDLE, &c->timeout);
+    grace__conn_set_state(c, GRACE__CS_IDLE);
+    if (!grace__conn_shutting_down(c) &&
+        grace__list_empty(&c->timer[0].link))
+      grace__conn_timer(c, GRACE__TL_IDLE);
   }
 }
 
-void grace__h2c_flush(h1conn *c) {
-  if (grace__conn_closing(c) || (c->flags & (CF_WRITING | CF_H2_BUSY)))
+/* Frees the session once no call into it is on the stack. */
+static void free_session(h2c *h) {
+  grace__h2 *h2 = h->h2;
+  if (h2 == NULL || h->busy > 0)
     return;
-  for (;;) {
+  h->h2 = NULL;
+  /* Fires on_stream_close for every open stream, which cancels the
+   * requests their handlers hold. */
+  grace__h2_free(h2);
+}
+
+/* A call into h2.c returned: a socket closed meanwhile frees the session
+ * now that nothing of it is on the stack. */
+static void unbusy(h2c *h) {
+  if (--h->busy == 0 && h->dead) {
+    h->dead = 0;
+    free_session(h);
+  }
+}
+
+/* Pulls the session's output into the transport while its queue has
+ * room, then ends the connection if the session is done. */
+static void flush(h2c *h) {
+  grace__conn *c = h->conn;
+  if (h->busy > 0 || h->h2 == NULL || grace__conn_closing(c))
+    return;
+  while (grace__conn_queued(c) < GRACE__WRITE_HIGH) {
     const uint8_t *p;
     size_t n;
     /* Pulling output can close streams, whose callbacks may answer and
      * ask for a flush: this loop is that flush. */
-    c->flags |= CF_H2_BUSY;
-    int rv = grace__h2_output(c->h2, &p, &n);
-    c->flags &= (uint16_t)~CF_H2_BUSY;
+    h->busy++;
+    int rv = grace__h2_output(h->h2, &p, &n);
+    unbusy(h);
+    if (h->h2 == NULL)
+      return;
     if (rv != 0) {
       grace__conn_close(c);
       return;
     }
     if (n == 0)
       break;
-    size_t off = 0;
-    while (off < n) {
-      ssize_t w = send(c->fd, p + off, n - off, MSG_NOSIGNAL);
-      if (w < 0 && errno == EINTR)
-        continue;
-      if (w < 0 && errno == EAGAIN) {
-        /* The session's bytes are only valid until the next pull: keep
-         * the rest and wait for the socket. */
-        c->wbuf = malloc(n - off);
-        if (c->wbuf == NULL) {
-          grace__conn_close(c);
-          return;
-        }
-        memcpy(c->wbuf, p + off, n - off);
-        c->wlen = (uint32_t)(n - off);
-        c->woff = 0;
-        c->flags |= CF_WRITING;
-        grace__conn_poll(c, UV_READABLE | UV_WRITABLE);
-        return;
-      }
-      if (w < 0) {
-        grace__conn_close(c);
-        return;
-      }
-      off += (size_t)w;
-    }
+    if (grace__conn_write(c, p, n) != 0)
+      return;
   }
-  if (grace__h2_is_drained(c->h2) || grace__h2_want_io(c->h2) == 0) {
-    grace__conn_close(c);
+  if (grace__h2_is_drained(h->h2) || grace__h2_want_io(h->h2) == 0) {
+    grace__conn_end(c, 1);
     return;
   }
-  update_idle(c);
-}
-
-void grace__h2c_write_done(h1conn *c) {
-  grace__conn_poll(c, UV_READABLE);
-  grace__h2c_flush(c);
+  update_idle(h);
 }
 
 /* ---- session callbacks ---------------------------------------------------- */
 
 static void on_request_headers(grace__h2_stream *s, void *user) {
-  h1conn *c = user;
-  grace_http_server *srv = c->hl->srv;
-  grace_http_request *req = grace__req_new(c);
+  h2c *h = user;
+  grace_http_server *srv = h->srv;
+  grace_http_request *req = grace__req_new(srv, h->hl, h->conn, h, &h2_ops);
   size_t max = srv->opts.max_header_bytes;
   const char *query = grace__h2_stream_query(s);
   const char *name, *value;
@@ -157,15 +167,20 @@ static void on_request_headers(grace__h2_stream *s, void *user) {
   grace__h2_stream_set_data(s, req);
   const grace__stream_hooks *hooks = &srv->stream_hooks;
   if (hooks->on_start != NULL) {
+    /* Held by the hooks' user from now on, as by a handler. */
     req->streaming = 1;
-    req->complete = 1; /* with its owner from now on */
-    c->nreqs++;
+    req->complete = 1;
+    req->with_handler = 1;
+    h->nreqs++;
+    grace__conn_ref(h->conn);
     atomic_fetch_add(&srv->st_requests, 1);
     atomic_fetch_add(&srv->st_inflight, 1);
     if (!hooks->on_start(req, hooks->data)) {
       req->streaming = 0;
       req->complete = 0;
-      c->nreqs--;
+      req->with_handler = 0;
+      h->nreqs--;
+      grace__conn_unref(h->conn);
       atomic_fetch_sub(&srv->st_requests, 1);
       atomic_fetch_sub(&srv->st_inflight, 1);
     }
@@ -175,9 +190,9 @@ static void on_request_headers(grace__h2_stream *s, void *user) {
 static void on_data(grace__h2_stream *s, const uint8_t *data, size_t len,
                     void *user) {
   grace_http_request *req = grace__h2_stream_data(s);
-  h1conn *c = user;
+  h2c *h = user;
   if (req != NULL && req->streaming) {
-    const grace__stream_hooks *hooks = &c->hl->srv->stream_hooks;
+    const grace__stream_hooks *hooks = &h->srv->stream_hooks;
     hooks->on_data(req, data, len, hooks->data);
     return;
   }
@@ -193,34 +208,32 @@ static void on_data(grace__h2_stream *s, const uint8_t *data, size_t len,
 }
 
 static void on_request_end(grace__h2_stream *s, void *user) {
-  h1conn *c = user;
+  h2c *h = user;
   grace_http_request *req = grace__h2_stream_data(s);
   if (req != NULL && req->streaming) {
-    const grace__stream_hooks *hooks = &c->hl->srv->stream_hooks;
+    const grace__stream_hooks *hooks = &h->srv->stream_hooks;
     hooks->on_end(req, hooks->data);
     return;
   }
   if (req == NULL || req->complete)
     return;
   req->complete = 1;
-  c->nreqs++;
-  atomic_fetch_add(&c->hl->srv->st_requests, 1);
-  atomic_fetch_add(&c->hl->srv->st_inflight, 1);
-  grace__route(req); /* may answer at once; the answer is queued */
+  h->nreqs++;
+  grace__req_dispatch(req); /* may answer at once; the answer is queued */
 }
 
 static void on_stream_close(grace__h2_stream *s, uint32_t error_code,
                             void *user) {
   grace_http_request *req = grace__h2_stream_data(s);
+  h2c *h = user;
   (void)error_code;
   if (req == NULL)
     return;
   grace__h2_stream_set_data(s, NULL);
   req->stream = NULL;
   if (req->streaming) {
-    h1conn *c = user;
-    const grace__stream_hooks *hooks = &c->hl->srv->stream_hooks;
-    atomic_fetch_add(&c->hl->srv->st_cut, 1);
+    const grace__stream_hooks *hooks = &h->srv->stream_hooks;
+    atomic_fetch_add(&h->srv->reg.cut, 1);
     hooks->on_cancel(req, hooks->data);
     return;
   }
@@ -233,72 +246,39 @@ static void on_stream_close(grace__h2_stream *s, uint32_t error_code,
   grace__req_cancel(req);
 }
 
+static void on_send_ready(grace__h2_stream *s, void *user) {
+  grace_http_request *req = grace__h2_stream_data(s);
+  h2c *h = user;
+  if (req != NULL && req->streaming && h->srv->stream_hooks.on_send_ready)
+    h->srv->stream_hooks.on_send_ready(req, h->srv->stream_hooks.data);
+}
+
 static const grace__h2_callbacks callbacks = {
     .on_request_headers = on_request_headers,
     .on_data = on_data,
     .on_request_end = on_request_end,
     .on_stream_close = on_stream_close,
+    .on_send_ready = on_send_ready,
 };
 
-/* ---- the connection ------------------------------------------------------- */
+/* ---- answers ---------------------------------------------------------------- */
 
-void grace__h2c_read(h1conn *c, const char *data, size_t n) {
-  c->flags |= CF_H2_BUSY;
-  ssize_t rv = grace__h2_recv(c->h2, (const uint8_t *)data, n);
-  c->flags &= (uint16_t)~CF_H2_BUSY;
-  /* On an error the session still has its GOAWAY to write. */
-  grace__h2c_flush(c);
-  if (rv < 0 && !grace__conn_closing(c) && !(c->flags & CF_WRITING))
-    grace__conn_close(c);
-}
-
-void grace__h2c_start(h1conn *c, const char *data, size_t n) {
-  grace_http_server *srv = c->hl->srv;
-  grace__h2_options opts;
-  memset(&opts, 0, sizeof(opts));
-  opts.max_header_list = (uint32_t)srv->opts.max_header_bytes;
-  /* With streaming requests (gRPC) the body is a stream of messages
-   * whose limits the protocol enforces; plain requests are held to
-   * max_body_bytes in on_data. */
-  opts.max_request_body =
-      srv->stream_hooks.on_start != NULL ? 0 : srv->opts.max_body_bytes;
-  grace__loop_tlist_remove(c->hl->loop, &c->timeout);
-  if (grace__h2_new(&callbacks, c, &opts, &c->h2) != 0) {
-    grace__conn_close(c);
-    return;
-  }
-  if (c->hl->shutting_down)
-    grace__h2_shutdown_begin(c->h2);
-  grace__h2c_read(c, data, n);
-  if (!grace__conn_closing(c) && c->hl->shutting_down)
-    grace__loop_tlist_add(c->hl->loop, TL_GOAWAY, &c->timeout);
-}
-
-/* Turns the "Name: value\r\n" lines of an answer into HTTP/2 fields. */
+/* The handler's fields as HTTP/2 fields, plus the default content-type. */
 static int answer_headers(grace_http_request *req, grace__h2_header **out,
                           size_t *n) {
-  size_t cap = 2, count = 0;
-  for (uint32_t i = 0; i < req->resp_headers.len; i++)
-    if (req->resp_headers.p[i] == '\n')
-      cap++;
-  grace__h2_header *h = calloc(cap, sizeof(*h));
+  grace__h2_header *h = calloc((size_t)req->nresp + 1, sizeof(*h));
+  size_t count = 0, iter = 0;
+  const char *name, *value;
   if (h == NULL)
     return GRACE_ENOMEM;
-  char *p = req->resp_headers.p;
-  char *end = p != NULL ? p + req->resp_headers.len : NULL;
-  while (p != NULL && p < end) {
-    char *colon = memchr(p, ':', (size_t)(end - p));
-    char *eol = memchr(p, '\r', (size_t)(end - p));
-    if (colon == NULL || eol == NULL)
-      break;
-    *colon = '\0';
-    *eol = '\0';
-    h[count].name = p;
-    h[count].value = colon + 2;
+  while (grace__req_resp_next(req, &iter, &name, &value)) {
+    h[count].name = name;
+    h[count].value = value;
     count++;
-    p = eol + 2;
   }
-  if (!req->has_content_type && req->resp_len > 0) {
+  int status = grace__req_status(req);
+  if (!req->has_content_type && req->resp_len > 0 &&
+      !grace__status_no_body(status)) {
     h[count].name = "content-type";
     h[count].value = "text/plain; charset=utf-8";
     count++;
@@ -308,64 +288,167 @@ static int answer_headers(grace_http_request *req, grace__h2_header **out,
   return 0;
 }
 
-void grace__h2c_answer(grace_http_request *req) {
-  h1conn *c = req->conn;
+/* The handler answered |req| (ops->finish); on the loop thread. */
+static void h2_finish(grace_http_request *req) {
+  h2c *h = req->proto;
   grace__h2_stream *s = req->stream;
-  grace__h2_header *h = NULL;
+  grace__h2_header *fields = NULL;
   size_t n = 0;
 
-  c->nreqs--;
-  if (grace__conn_closing(c) || s == NULL) {
+  h->nreqs--;
+  if (grace__conn_closing(h->conn) || s == NULL || h->h2 == NULL) {
     /* Cancelled: the stream or the whole connection is gone. */
-    grace__req_free(req);
-    if ((c->flags & CF_CLOSED) && c->nreqs == 0)
-      grace__conn_free(c);
+    grace__req_done(req);
     return;
   }
   grace__h2_stream_set_data(s, NULL);
   if (req->abandoned) {
     grace__h2_reset(s, NGHTTP2_CANCEL);
-  } else if (answer_headers(req, &h, &n) != 0 ||
-             grace__h2_respond(s, req->status, h, n, req->resp_body,
-                               req->resp_len) != 0) {
-    grace__h2_reset(s, NGHTTP2_INTERNAL_ERROR);
+  } else {
+    int status = grace__req_status(req);
+    size_t len = grace__status_no_body(status) ? 0 : req->resp_len;
+    if (answer_headers(req, &fields, &n) != 0 ||
+        grace__h2_respond(s, status, fields, n, req->resp_body, len) != 0)
+      grace__h2_reset(s, NGHTTP2_INTERNAL_ERROR);
   }
-  free(h);
-  grace__req_free(req);
-  grace__h2c_flush(c);
+  free(fields);
+  grace__conn *c = h->conn;
+  grace__conn_ref(c);
+  grace__req_done(req);
+  flush(h);
+  grace__conn_unref(c);
 }
 
-void grace__h2c_shutdown(h1conn *c) {
-  grace__h2_shutdown_begin(c->h2);
-  grace__loop_tlist_add(c->hl->loop, TL_GOAWAY, &c->timeout);
-  grace__h2c_flush(c);
+static const grace__exch_ops h2_ops = {.finish = h2_finish};
+
+/* ---- the protocol ------------------------------------------------------------ */
+
+static ssize_t h2_on_read(grace__conn *c, const uint8_t *p, size_t n) {
+  h2c *h = c->pdata;
+  if (h->h2 == NULL)
+    return -1;
+  if (grace__conn_queued(c) >= GRACE__WRITE_HIGH)
+    return 0; /* the peer does not read: neither do we, until it does */
+  h->busy++;
+  ssize_t rv = grace__h2_recv(h->h2, p, n);
+  unbusy(h);
+  /* On an error the session still has its GOAWAY to write. */
+  flush(h);
+  if (rv < 0) {
+    grace__conn_end(c, 1);
+    return -1;
+  }
+  return (ssize_t)n;
 }
 
-void grace__h2c_expire(h1conn *c, unsigned list) {
-  if (list == TL_GOAWAY) {
-    /* No PING ack in time: send the final GOAWAY anyway. */
-    grace__h2_shutdown_timeout(c->h2);
-    grace__h2c_flush(c);
+static void h2_on_eof(grace__conn *c) { grace__conn_close(c); }
+
+static void h2_on_flushed(grace__conn *c) {
+  h2c *h = c->pdata;
+  flush(h);
+  if (!grace__conn_closing(c) && c->rlen > 0)
+    grace__conn_resume(c);
+}
+
+static void h2_on_timer(grace__conn *c, unsigned list) {
+  h2c *h = c->pdata;
+  if (h->h2 == NULL)
     return;
+  switch (list) {
+  case GRACE__TL_GOAWAY:
+    /* No PING ack in time: send the final GOAWAY anyway. */
+    grace__h2_shutdown_timeout(h->h2);
+    flush(h);
+    break;
+  case GRACE__TL_SEND:
+    /* The client stopped reading: every stream it had is cut. */
+    grace__conn_count_cut(c, h->nreqs);
+    grace__conn_close(c);
+    break;
+  default:
+    grace__conn_close(c); /* idle timeout */
+    break;
   }
-  grace__conn_close(c); /* idle timeout */
 }
 
-int grace__h2c_force_close(h1conn *c) {
-  int cut = (int)c->nreqs;
-  c->flags |= CF_H2_BUSY; /* its callbacks must not flush or close */
-  grace__h2_force_close(c->h2, NGHTTP2_NO_ERROR);
-  c->flags &= (uint16_t)~CF_H2_BUSY;
-  grace__h2c_flush(c); /* best effort: the GOAWAY */
+static void h2_on_shutdown(grace__conn *c) {
+  h2c *h = c->pdata;
+  if (h->h2 == NULL)
+    return;
+  grace__h2_shutdown_begin(h->h2);
+  grace__conn_timer(c, GRACE__TL_GOAWAY);
+  grace__conn_timer_stop(c, GRACE__TL_IDLE);
+  flush(h);
+}
+
+static unsigned h2_on_force(grace__conn *c) {
+  h2c *h = c->pdata;
+  unsigned cut = h->nreqs;
+  if (h->h2 == NULL)
+    return cut;
+  h->busy++; /* its callbacks must not flush or close */
+  grace__h2_force_close(h->h2, NGHTTP2_NO_ERROR);
+  unbusy(h);
+  flush(h); /* best effort: the GOAWAY */
   return cut;
 }
 
-void grace__h2c_teardown(h1conn *c) {
-  grace__h2 *h2 = c->h2;
-  c->h2 = NULL;
-  /* Fires on_stream_close for every open stream, which cancels the
-   * requests their handlers hold. */
-  grace__h2_free(h2);
+static void h2_on_close(grace__conn *c) {
+  h2c *h = c->pdata;
+  if (h->busy > 0)
+    h->dead = 1; /* freed when the call into h2.c returns (unbusy) */
+  else
+    free_session(h);
+}
+
+static void h2_on_free(grace__conn *c) {
+  h2c *h = c->pdata;
+  h->busy = 0;
+  free_session(h);
+  free(h);
+}
+
+static const grace__conn_proto h2_proto = {
+    .on_read = h2_on_read,
+    .on_eof = h2_on_eof,
+    .on_flushed = h2_on_flushed,
+    .on_timer = h2_on_timer,
+    .on_shutdown = h2_on_shutdown,
+    .on_force = h2_on_force,
+    .on_close = h2_on_close,
+    .on_free = h2_on_free,
+};
+
+int grace__h2c_start(grace__conn *c, grace_http_server *srv,
+                     grace__http_loop *hl) {
+  grace__h2_options opts;
+  h2c *h = calloc(1, sizeof(*h));
+  if (h == NULL) {
+    grace__conn_close(c);
+    return GRACE_ENOMEM;
+  }
+  h->conn = c;
+  h->srv = srv;
+  h->hl = hl;
+  memset(&opts, 0, sizeof(opts));
+  opts.max_header_list = (uint32_t)srv->opts.max_header_bytes;
+  /* With streaming requests (gRPC) the body is a stream of messages
+   * whose limits the protocol enforces; plain requests are held to
+   * max_body_bytes in on_data. */
+  opts.max_request_body =
+      srv->stream_hooks.on_start != NULL ? 0 : srv->opts.max_body_bytes;
+  int rv = grace__h2_new(&callbacks, h, &opts, &h->h2);
+  if (rv != 0) {
+    free(h);
+    grace__conn_close(c);
+    return rv;
+  }
+  grace__conn_timer_stop(c, GRACE__TL_HEADER);
+  grace__conn_set_proto(c, &h2_proto, h);
+  grace__conn_set_state(c, GRACE__CS_ACTIVE);
+  if (grace__conn_shutting_down(c))
+    h2_on_shutdown(c);
+  return 0;
 }
 
 /* ---- streaming requests (stream.h) ---------------------------------------- */
@@ -382,7 +465,7 @@ void grace__req_set_user(grace_http_request *req, void *user) {
 void *grace__req_user(const grace_http_request *req) { return req->user; }
 
 grace__loop *grace__req_loop(const grace_http_request *req) {
-  return req->conn->hl->loop;
+  return grace__conn_get_loop(req->conn);
 }
 
 int grace__req_stream_alive(const grace_http_request *req) {
@@ -391,17 +474,14 @@ int grace__req_stream_alive(const grace_http_request *req) {
 
 /* Pulls the session's output unless inside its callbacks, where the
  * reader flushes once they return. */
-static void after_send(h1conn *c) {
-  if (!grace__conn_closing(c))
-    grace__h2c_flush(c);
-}
+static void after_send(grace_http_request *req) { flush(req->proto); }
 
 int grace__req_send_headers(grace_http_request *req, int status,
                             const grace__h2_header *h, size_t n) {
   if (!grace__req_stream_alive(req))
     return GRACE_ECLOSED;
   int rv = grace__h2_respond_headers(req->stream, status, h, n);
-  after_send(req->conn);
+  after_send(req);
   return rv;
 }
 
@@ -409,24 +489,21 @@ int grace__req_send_data(grace_http_request *req, const void *p, size_t n) {
   if (!grace__req_stream_alive(req))
     return GRACE_ECLOSED;
   int rv = grace__h2_send_data(req->stream, p, n, 0);
-  after_send(req->conn);
+  after_send(req);
   return rv;
 }
 
 /* Ends a streaming request: forgets it on both sides and frees it. */
 static void stream_done(grace_http_request *req) {
-  h1conn *c = req->conn;
+  h2c *h = req->proto;
+  grace__conn *c = req->conn;
   if (req->stream != NULL)
     grace__h2_stream_set_data(req->stream, NULL);
-  grace__req_free(req);
-  c->nreqs--;
-  atomic_fetch_sub(&c->hl->srv->st_inflight, 1);
-  if (grace__conn_closing(c)) {
-    if ((c->flags & CF_CLOSED) && c->nreqs == 0)
-      grace__conn_free(c);
-    return;
-  }
-  after_send(c);
+  h->nreqs--;
+  grace__conn_ref(c);
+  grace__req_done(req);
+  flush(h);
+  grace__conn_unref(c);
 }
 
 void grace__req_finish_trailers(grace_http_request *req,

@@ -1,6 +1,19 @@
 /*
- * Internals of the HTTP server: the server object, per-loop state, the
- * HTTP/1.1 connection and the request.  Only src/http/ includes this.
+ * Internals of the HTTP server.  Only src/http/ includes this.
+ *
+ * The layers, each using only those below it:
+ *
+ *   server.c    options, routes, listeners, loops, shutdown and close
+ *   h1.c        HTTP/1.1 as a protocol on a grace__conn (net/conn.h):
+ *               llhttp for the head, h1_body.c for the body framing
+ *   h2conn.c    HTTP/2 as a protocol on a grace__conn, over the sans-I/O
+ *               session of h2.c
+ *   request.c   the exchange both protocols hand to handlers: request
+ *               fields, the answer, routing, cancellation
+ *   net/conn.c  the transport: socket, read-ahead, write queue, timers
+ *
+ * request.c never calls into h1.c or h2conn.c by name: an exchange carries
+ * its protocol's operations (grace__exch_ops), so there is no cycle.
  */
 #ifndef GRACE_HTTP_INTERNAL_H
 #define GRACE_HTTP_INTERNAL_H
@@ -9,111 +22,78 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include <llhttp.h>
 #include <uv.h>
 
 #include "grace/http.h"
 #include "http/h2.h"
 #include "http/stream.h"
+#include "net/conn.h"
 #include "net/listener.h"
 #include "net/loop.h"
 
 /* Event bits raised on loops. */
-#define EV_SHUTDOWN 0x1u
-#define EV_CLOSE 0x2u
-
-/* Deadline lists of each loop. */
-enum { TL_HEADER = 0, TL_IDLE = 1, TL_LINGER = 2, TL_GOAWAY = 3 };
+#define GRACE__EV_SHUTDOWN 0x1u
+#define GRACE__EV_CLOSE 0x2u
 
 /* How long an HTTP/2 connection waits for the PING ack of its first GOAWAY
  * before it sends the final one (h2o waits 1 s, grpc-go 5 s). */
-#define GOAWAY_ACK_MS 1000
+#define GRACE__GOAWAY_ACK_MS 1000
 
-/* How long a connection closed after an error keeps reading and discarding
- * what the client still sends, so the close does not turn into a reset
- * that destroys the error response in flight (Go's rstAvoidanceDelay). */
-#define LINGER_MS 500
+/* Most request header fields (Apache's LimitRequestFields); more is 431. */
+#define GRACE__MAX_HEADER_FIELDS 100
 
-/* Read-ahead a connection keeps while a request is being handled, to see
- * pipelined requests and a vanished client; past it reading pauses. */
-#define PENDING_CAP (64 * 1024)
+/* Bytes a connection may have queued for writing before HTTP/1.1 stops
+ * reading the next pipelined request and HTTP/2 stops reading frames:
+ * a peer that does not read costs at most about this much. */
+#define GRACE__WRITE_HIGH (256 * 1024)
 
-#define READ_BUF_SIZE (64 * 1024)
-
-typedef struct route {
+typedef struct grace__http_route {
   char *pattern;
   size_t len;
   int subtree;
   grace_http_handler handler;
   void *data;
-} route;
+} grace__http_route;
 
-typedef struct hook {
+typedef struct grace__http_hook {
   grace_http_cb fn;
   void *data;
-} hook;
+} grace__http_hook;
 
 /* A growable byte buffer with a hard cap (curl's dynbuf idea). */
-typedef struct dbuf {
+typedef struct grace__dbuf {
   char *p;
   uint32_t len, cap;
-} dbuf;
+} grace__dbuf;
 
-typedef struct h1loop {
+/* Per-loop state of a server. */
+typedef struct grace__http_loop {
   grace_http_server *srv;
-  grace__loop *loop;
-  grace__list conns;  /* every connection of this loop */
-  char *rbuf;         /* shared read buffer: idle connections hold none */
-  char date[40];      /* cached Date header value */
+  grace__conn_loop cl;
+  char date[40]; /* cached Date header value */
   int64_t date_sec;
-  int shutting_down;
-  int closing;
-} h1loop;
+} grace__http_loop;
 
-/* Connection flags. */
-enum {
-  CF_IN_HANDLER = 1 << 0, /* a request is with the handler */
-  CF_WRITING = 1 << 1,    /* a response is being written */
-  CF_CLOSE_AFTER = 1 << 2,/* close once the current response is written */
-  CF_PEER_EOF = 1 << 3,   /* the client closed its side */
-  CF_CLOSED = 1 << 4,     /* socket closed; the struct waits for its request */
-  CF_LINGER = 1 << 5,     /* write side shut, draining input before close */
-  CF_READ_PAUSED = 1 << 6,/* read-ahead full */
-  CF_PARSER_PAUSED = 1 << 7,
-  CF_SEEN_BYTES = 1 << 8, /* some request bytes were ever received */
-  CF_H2_BUSY = 1 << 9  /* inside a call into h2.c: no pull, no close */
-};
-
-typedef struct h1conn {
-  uv_poll_t poll;
-  h1loop *hl;
-  grace__list link;      /* in hl->conns */
-  grace__tnode timeout;  /* in at most one deadline list */
-  grace__post handoff;   /* acceptor loop -> owning loop */
-  uint64_t id;
-  int fd;
-  uint16_t flags;
-  uint8_t state; /* grace_conn_state */
-  int events;    /* UV_READABLE / UV_WRITABLE being polled */
-  llhttp_t parser;
-  struct grace_http_request *req; /* being read, handled or written */
-  dbuf pending;                   /* bytes read but not yet parsed */
-  char *wbuf;                     /* response being written */
-  uint32_t wlen, woff;
-  grace__h2 *h2;   /* set once the connection speaks HTTP/2 */
-  uint32_t nreqs;  /* HTTP/2 requests with handlers */
-} h1conn;
+/* What the protocol under an exchange does with its answer. */
+typedef struct grace__exch_ops {
+  /* The handler answered (or abandoned) |req|; on the loop thread.  The
+   * protocol sends the answer and frees |req|. */
+  void (*finish)(grace_http_request *req);
+} grace__exch_ops;
 
 struct grace_http_request {
-  h1conn *conn;
+  grace__conn *conn;     /* referenced while a handler holds the request */
+  void *proto;           /* the protocol's per-connection state */
+  const grace__exch_ops *ops;
+  grace_http_server *srv;
+  grace__http_loop *hl;
   grace__h2_stream *stream; /* HTTP/2: the stream, NULL once it closed */
   uint8_t is_h2;
   uint8_t streaming;        /* owned by the stream hooks (stream.h) */
   void *user;               /* the stream hooks' pointer */
-  grace_http_server *srv;
   grace__post done;         /* answered from another thread */
-  dbuf head; /* target\0(name\0value\0)* path\0method\0 */
-  dbuf body;
+  grace__dbuf head; /* target\0(name\0value\0)* path\0method\0 */
+  grace__dbuf body;
   uint32_t method_off;
   uint32_t headers_off;
   uint32_t headers_end;
@@ -124,16 +104,18 @@ struct grace_http_request {
   uint8_t complete;
   uint8_t keep_alive;
   uint8_t is_head;
-  uint8_t cancelled;
   uint8_t abandoned;
+  uint8_t with_handler;     /* handed to a handler, not yet answered */
+  atomic_int cancelled;
   int error_status;         /* 400/413/431 found while parsing */
   /* the answer */
   int status;
-  dbuf resp_headers;        /* "Name: value\r\n"... */
-  int has_content_type;
-  char *resp_body;          /* copied when answered off the loop thread */
+  grace__dbuf resp_fields;  /* name\0value\0 ... */
+  uint16_t nresp;
+  uint8_t has_content_type;
+  char *resp_body;
   size_t resp_len;
-  grace_ctx *ctx;
+  _Atomic(grace_ctx *) ctx;
   grace_http_handler on_cancel;
   void *on_cancel_data;
 };
@@ -141,10 +123,11 @@ struct grace_http_request {
 struct grace_http_server {
   grace_http_options opts;
   grace__loopset set;
-  h1loop *hls;
-  route *routes;
+  grace__http_loop *hls;
+  grace__conn_reg reg;
+  grace__http_route *routes;
   size_t nroutes;
-  hook *hooks;
+  grace__http_hook *hooks;
   size_t nhooks;
   int *listen_fds;            /* before start */
   grace__listener *listeners; /* after start, owned by loop 0 */
@@ -157,7 +140,6 @@ struct grace_http_server {
   atomic_int listeners_closed;
   atomic_int drained;
   atomic_int closed;
-  atomic_long nconns; /* live connections, all loops */
   grace_ctx *shutdown_ctx;
   grace_ctx *force_ctx;
   int drained_fd;
@@ -169,50 +151,62 @@ struct grace_http_server {
   unsigned loops_acked; /* loops that finished an EV_CLOSE */
   int cut;
   /* stats */
-  atomic_uint_fast64_t st_accepted, st_active, st_idle, st_requests,
-      st_inflight, st_cut, st_idle_closed;
+  atomic_uint_fast64_t st_requests, st_inflight;
 };
 
-/* h1.c: the connection state machine. */
-void grace__h1_adopt(h1loop *hl, h1conn *c);
-h1conn *grace__h1_conn_new(grace_http_server *srv, int fd);
-void grace__h1_shutdown(h1loop *hl);
-int grace__h1_close_all(h1loop *hl);
-void grace__h1_expire(h1loop *hl, unsigned list, grace__tnode *node);
-void grace__h1_finish(grace_http_request *req);
-void grace__h1_conn_dec(grace_http_server *srv);
-void grace__h1_check_drained(grace_http_server *srv);
-void grace__conn_set_state(h1conn *c, grace_conn_state st);
-void grace__conn_poll(h1conn *c, int events);
-void grace__conn_close(h1conn *c);
-int grace__conn_closing(const h1conn *c);
-void grace__conn_free(h1conn *c);
-void grace__req_cancel(grace_http_request *req);
+/* ---- h1.c: HTTP/1.1 on a connection ------------------------------------- */
 
-/* h2conn.c: HTTP/2 on a connection (prior knowledge, RFC 9113 3.3). */
+/* The protocol every accepted connection starts with; it switches to
+ * HTTP/2 when the first bytes are the client preface. */
+extern const grace__conn_proto grace__h1_proto;
+
+/* The HTTP/1.1 state of a new connection of |srv| on |hl| (NULL: a
+ * memory connection with no loop).  Returns NULL when out of memory. */
+void *grace__h1_new(grace_http_server *srv, grace__http_loop *hl);
+
+/* ---- h2conn.c: HTTP/2 on a connection (prior knowledge, RFC 9113 3.3) -- */
+
 /* 1: the bytes open an HTTP/2 connection; 0: they do not; -1: too few
  * bytes to tell. */
 int grace__h2c_is_preface(const char *data, size_t n);
-void grace__h2c_start(h1conn *c, const char *data, size_t n);
-void grace__h2c_read(h1conn *c, const char *data, size_t n);
-void grace__h2c_flush(h1conn *c);
-void grace__h2c_write_done(h1conn *c);
-void grace__h2c_answer(grace_http_request *req);
-void grace__h2c_shutdown(h1conn *c);
-void grace__h2c_expire(h1conn *c, unsigned list);
-int grace__h2c_force_close(h1conn *c);
-void grace__h2c_teardown(h1conn *c);
 
-/* request.c */
-grace_http_request *grace__req_new(h1conn *c);
+/* Switches |c| to HTTP/2.  Returns 0, or a negative error (|c| is then
+ * closed). */
+int grace__h2c_start(grace__conn *c, grace_http_server *srv,
+                     grace__http_loop *hl);
+
+/* ---- request.c: the exchange --------------------------------------------- */
+
+grace_http_request *grace__req_new(grace_http_server *srv,
+                                   grace__http_loop *hl, grace__conn *c,
+                                   void *proto, const grace__exch_ops *ops);
 void grace__req_free(grace_http_request *req);
-int grace__dbuf_reserve(dbuf *b, size_t n, size_t max);
-int grace__dbuf_append(dbuf *b, const void *p, size_t n, size_t max);
-void grace__dbuf_free(dbuf *b);
-int grace__req_serialize(grace_http_request *req, h1loop *hl,
-                         const char *body, size_t len, int close,
-                         char **out, uint32_t *outlen);
+/* Hands |req| to its handler (routing); counts it in flight and keeps
+ * its connection referenced until the answer. */
+void grace__req_dispatch(grace_http_request *req);
+/* The protocol is done with an answered request: the counters and the
+ * connection's reference, then frees it. */
+void grace__req_done(grace_http_request *req);
+/* The client went away or the server is closing: cancels the context and
+ * runs the cancel callback (which may answer and free |req|). */
+void grace__req_cancel(grace_http_request *req);
 void grace__req_finish_head(grace_http_request *req, const char *method);
-void grace__route(grace_http_request *req);
+/* The status the answer goes out with: 500 in place of one HTTP cannot
+ * carry as a final status (below 200 or above 599), on both versions. */
+int grace__req_status(const grace_http_request *req);
+/* 1 when the status forbids a body (204, 304). */
+int grace__status_no_body(int status);
+/* Walks the answer's header fields (|*iter| from 0). */
+int grace__req_resp_next(const grace_http_request *req, size_t *iter,
+                         const char **name, const char **value);
+/* 1 for the fields the library alone writes: Content-Length,
+ * Transfer-Encoding, Connection, Keep-Alive, Upgrade, and the rest
+ * HTTP/2 forbids; a handler's values for them are ignored. */
+int grace__is_framing_field(const char *name);
+const char *grace__date_header(grace__http_loop *hl);
+
+int grace__dbuf_reserve(grace__dbuf *b, size_t n, size_t max);
+int grace__dbuf_append(grace__dbuf *b, const void *p, size_t n, size_t max);
+void grace__dbuf_free(grace__dbuf *b);
 
 #endif /* GRACE_HTTP_INTERNAL_H */

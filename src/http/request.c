@@ -11,7 +11,7 @@
 
 /* ---- dbuf --------------------------------------------------------------- */
 
-int grace__dbuf_reserve(dbuf *b, size_t n, size_t max) {
+int grace__dbuf_reserve(grace__dbuf *b, size_t n, size_t max) {
   if (n > max || b->len > max - n)
     return GRACE_ERANGE;
   if (b->len + n > b->cap) {
@@ -27,7 +27,7 @@ int grace__dbuf_reserve(dbuf *b, size_t n, size_t max) {
   return 0;
 }
 
-int grace__dbuf_append(dbuf *b, const void *p, size_t n, size_t max) {
+int grace__dbuf_append(grace__dbuf *b, const void *p, size_t n, size_t max) {
   int rv = grace__dbuf_reserve(b, n, max);
   if (rv != 0)
     return rv;
@@ -37,7 +37,7 @@ int grace__dbuf_append(dbuf *b, const void *p, size_t n, size_t max) {
   return 0;
 }
 
-void grace__dbuf_free(dbuf *b) {
+void grace__dbuf_free(grace__dbuf *b) {
   free(b->p);
   b->p = NULL;
   b->len = b->cap = 0;
@@ -45,24 +45,54 @@ void grace__dbuf_free(dbuf *b) {
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
-grace_http_request *grace__req_new(h1conn *c) {
+grace_http_request *grace__req_new(grace_http_server *srv,
+                                   grace__http_loop *hl, grace__conn *c,
+                                   void *proto, const grace__exch_ops *ops) {
   grace_http_request *req = calloc(1, sizeof(*req));
   if (req == NULL)
     return NULL;
   req->conn = c;
-  req->srv = c->hl->srv;
+  req->proto = proto;
+  req->ops = ops;
+  req->srv = srv;
+  req->hl = hl;
   req->keep_alive = 1;
   req->minor = 1;
+  atomic_init(&req->cancelled, 0);
+  atomic_init(&req->ctx, NULL);
   return req;
 }
 
 void grace__req_free(grace_http_request *req) {
   grace__dbuf_free(&req->head);
   grace__dbuf_free(&req->body);
-  grace__dbuf_free(&req->resp_headers);
+  grace__dbuf_free(&req->resp_fields);
   free(req->resp_body);
-  grace_ctx_unref(req->ctx);
+  grace_ctx_unref(atomic_load(&req->ctx));
   free(req);
+}
+
+void grace__req_done(grace_http_request *req) {
+  grace__conn *c = req->conn;
+  int held = req->with_handler;
+  if (held)
+    atomic_fetch_sub(&req->srv->st_inflight, 1);
+  grace__req_free(req);
+  if (held && c != NULL)
+    grace__conn_unref(c);
+}
+
+/* Tells the handler holding the request that it is cancelled.  The cancel
+ * callback may answer (and free) the request, so nothing touches it after. */
+void grace__req_cancel(grace_http_request *req) {
+  if (atomic_exchange(&req->cancelled, 1))
+    return;
+  atomic_fetch_add(&req->srv->reg.cut, 1);
+  grace_ctx *ctx = atomic_load(&req->ctx);
+  if (ctx != NULL)
+    grace_ctx_cancel(ctx);
+  if (req->on_cancel != NULL)
+    req->on_cancel(req, req->on_cancel_data);
 }
 
 static int unhex(int ch) {
@@ -106,19 +136,37 @@ void grace__req_finish_head(grace_http_request *req, const char *method) {
   size_t mlen = strlen(method);
   const char *target = req->head.p ? req->head.p : "";
   size_t tlen = strnlen(target, req->headers_off);
-  const char *q = memchr(target, '?', tlen);
-  size_t plen = q ? (size_t)(q - target) : tlen;
+  size_t skip = 0;
   size_t max = req->srv->opts.max_header_bytes * 2 + 64;
   uint32_t at;
 
   if (req->head.len == 0 || target[0] != '/') {
-    /* Only origin-form targets are served ("*" and absolute forms are
-     * proxies' business); Go answers these with 400 too. */
-    if (!(tlen == 1 && target[0] == '*')) {
+    /* The absolute form (RFC 9112 section 3.2.2) is what a server must
+     * accept from proxies: serve its path.  "*" is OPTIONS'. */
+    if (tlen > 7 && (strncasecmp(target, "http://", 7) == 0 ||
+                     (tlen > 8 && strncasecmp(target, "https://", 8) == 0))) {
+      const char *auth = strstr(target, "://") + 3;
+      const char *slash = memchr(auth, '/', tlen - (size_t)(auth - target));
+      const char *qm = memchr(auth, '?', tlen - (size_t)(auth - target));
+      if (auth == target + tlen || (slash == NULL && qm == NULL) ||
+          (qm != NULL && (slash == NULL || qm < slash))) {
+        /* "http://host" or "http://host?q": the path is "/". */
+        skip = tlen;
+        if (qm != NULL)
+          skip = (size_t)(qm - target);
+      } else {
+        skip = (size_t)(slash - target);
+      }
+    } else if (!(tlen == 1 && target[0] == '*')) {
       req->error_status = 400;
       return;
     }
   }
+  const char *q = memchr(target + skip, '?', tlen - skip);
+  size_t plen = q ? (size_t)(q - target) - skip : tlen - skip;
+  int root = plen == 0; /* an absolute form with no path */
+  if (root)
+    plen = 1;
   /* The path is copied from the same buffer: reserve first, so the
    * source does not move under the copy. */
   if (grace__dbuf_reserve(&req->head, plen + 1 + mlen + 1, max) != 0) {
@@ -127,7 +175,7 @@ void grace__req_finish_head(grace_http_request *req, const char *method) {
   }
   target = req->head.p;
   at = req->head.len;
-  memcpy(req->head.p + at, target, plen);
+  memcpy(req->head.p + at, root ? "/" : target + skip, plen);
   req->head.p[at + plen] = '\0';
   memcpy(req->head.p + at + plen + 1, method, mlen + 1);
   req->head.len += (uint32_t)(plen + 1 + mlen + 1);
@@ -158,7 +206,8 @@ const char *grace_http_request_path(grace_http_request *req) {
 int grace_http_request_minor(grace_http_request *req) { return req->minor; }
 
 uv_loop_t *grace_http_request_loop(grace_http_request *req) {
-  return &req->conn->hl->loop->uv;
+  grace__loop *loop = grace__conn_get_loop(req->conn);
+  return loop != NULL ? &loop->uv : NULL;
 }
 
 grace_http_server *grace_http_request_server(grace_http_request *req) {
@@ -227,13 +276,23 @@ int grace_http_request_query(grace_http_request *req, const char *key,
 }
 
 grace_ctx *grace_http_request_ctx(grace_http_request *req) {
-  if (req->ctx == NULL) {
-    if (grace_ctx_with_cancel(req->srv->force_ctx, &req->ctx) != 0)
-      return NULL;
-    if (req->cancelled)
-      grace_ctx_cancel(req->ctx);
+  /* Any thread may ask (a handler on the thread pool): the first context
+   * made wins, and a cancellation that raced with it is not lost, since
+   * both sides check the other's flag after publishing their own. */
+  grace_ctx *ctx = atomic_load(&req->ctx);
+  if (ctx != NULL)
+    return ctx;
+  grace_ctx *made;
+  if (grace_ctx_with_cancel(req->srv->force_ctx, &made) != 0)
+    return NULL;
+  grace_ctx *expected = NULL;
+  if (!atomic_compare_exchange_strong(&req->ctx, &expected, made)) {
+    grace_ctx_unref(made);
+    return expected;
   }
-  return req->ctx;
+  if (atomic_load(&req->cancelled))
+    grace_ctx_cancel(made);
+  return made;
 }
 
 void grace_http_request_on_cancel(grace_http_request *req,
@@ -251,34 +310,73 @@ static int valid_header_text(const char *s) {
   return 1;
 }
 
+int grace__is_framing_field(const char *name) {
+  static const char *const fields[] = {
+      "content-length", "transfer-encoding", "connection", "keep-alive",
+      "upgrade", "proxy-connection", "te"};
+  for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+    if (strcasecmp(name, fields[i]) == 0)
+      return 1;
+  return 0;
+}
+
 int grace_http_response_header(grace_http_request *req, const char *name,
                                const char *value) {
   if (name == NULL || value == NULL || name[0] == '\0' ||
       !valid_header_text(name) || !valid_header_text(value) ||
       strchr(name, ':') != NULL)
     return GRACE_EINVAL;
+  /* The library alone frames the message, identically on HTTP/1.1 and
+   * HTTP/2: a handler's Content-Length, Transfer-Encoding or Connection
+   * would contradict it (and be sent twice), so they are not kept. */
+  if (grace__is_framing_field(name))
+    return 0;
   size_t max = 1u << 20;
-  if (grace__dbuf_append(&req->resp_headers, name, strlen(name), max) != 0 ||
-      grace__dbuf_append(&req->resp_headers, ": ", 2, max) != 0 ||
-      grace__dbuf_append(&req->resp_headers, value, strlen(value), max) != 0 ||
-      grace__dbuf_append(&req->resp_headers, "\r\n", 2, max) != 0)
+  if (req->nresp == UINT16_MAX ||
+      grace__dbuf_append(&req->resp_fields, name, strlen(name) + 1, max) !=
+          0 ||
+      grace__dbuf_append(&req->resp_fields, value, strlen(value) + 1, max) !=
+          0)
     return GRACE_ENOMEM;
+  req->nresp++;
   if (strcasecmp(name, "Content-Type") == 0)
     req->has_content_type = 1;
   return 0;
+}
+
+int grace__req_resp_next(const grace_http_request *req, size_t *iter,
+                         const char **name, const char **value) {
+  if (*iter >= req->resp_fields.len)
+    return 0;
+  const char *p = req->resp_fields.p + *iter;
+  size_t nl = strlen(p);
+  *name = p;
+  *value = p + nl + 1;
+  *iter += nl + 1 + strlen(*value) + 1;
+  return 1;
+}
+
+int grace__status_no_body(int status) { return status == 204 || status == 304; }
+
+int grace__req_status(const grace_http_request *req) {
+  /* An interim (1xx) status is not an answer, and HTTP/2 carries only
+   * three digits from 200 up: both versions answer 500 instead. */
+  if (req->status < 200 || req->status > 599)
+    return 500;
+  return req->status;
 }
 
 static void on_answer_post(grace__loop *loop, grace__post *post) {
   (void)loop;
   grace_http_request *req = grace__container_of(post, grace_http_request,
                                                 done);
-  grace__h1_finish(req);
+  req->ops->finish(req);
 }
 
 static int answer(grace_http_request *req) {
-  grace__loop *loop = req->conn->hl->loop;
-  if (grace__loop_is_current(loop)) {
-    grace__h1_finish(req);
+  grace__loop *loop = grace__conn_get_loop(req->conn);
+  if (loop == NULL || grace__loop_is_current(loop)) {
+    req->ops->finish(req);
   } else {
     req->done.fn = on_answer_post;
     grace__list_init(&req->done.link);
@@ -336,8 +434,8 @@ int grace_http_run_blocking(grace_http_request *req, grace_http_handler fn,
   job->fn = fn;
   job->data = data;
   job->work.data = job;
-  int rv = uv_queue_work(&req->conn->hl->loop->uv, &job->work, blocking_work,
-                         blocking_after);
+  int rv = uv_queue_work(&grace__conn_get_loop(req->conn)->uv, &job->work,
+                         blocking_work, blocking_after);
   if (rv != 0)
     free(job);
   return rv;
@@ -379,7 +477,7 @@ const char *grace_http_status_text(int status) {
   }
 }
 
-static const char *date_header(h1loop *hl) {
+const char *grace__date_header(grace__http_loop *hl) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME_COARSE, &ts);
   if (ts.tv_sec != hl->date_sec) {
@@ -391,69 +489,20 @@ static const char *date_header(h1loop *hl) {
   return hl->date;
 }
 
-int grace__req_serialize(grace_http_request *req, h1loop *hl,
-                         const char *body, size_t len, int close, char **out,
-                         uint32_t *outlen) {
-  int status = req->status;
-  int no_body = (status >= 100 && status < 200) || status == 204 ||
-                status == 304;
-  const char *ctype = "";
-  const char *conn = "";
-  char head[320];
-
-  if (status < 100 || status > 999)
-    status = 500;
-  if (len > 0 && !req->has_content_type && !no_body)
-    ctype = "Content-Type: text/plain; charset=utf-8\r\n";
-  if (close)
-    conn = "Connection: close\r\n";
-  else if (req->minor == 0)
-    conn = "Connection: keep-alive\r\n";
-  int hl_len;
-  if (no_body)
-    hl_len = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\nDate: %s\r\n%s",
-                      status, grace_http_status_text(status), date_header(hl),
-                      conn);
-  else
-    hl_len = snprintf(head, sizeof(head),
-                      "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Length: %zu\r\n"
-                      "%s%s",
-                      status, grace_http_status_text(status), date_header(hl),
-                      len, ctype, conn);
-  if (hl_len < 0 || (size_t)hl_len >= sizeof(head))
-    return GRACE_EINVAL;
-  size_t send_body = (req->is_head || no_body) ? 0 : len;
-  size_t total = (size_t)hl_len + req->resp_headers.len + 2 + send_body;
-  if (total > UINT32_MAX)
-    return GRACE_ERANGE;
-  char *buf = malloc(total);
-  if (buf == NULL)
-    return GRACE_ENOMEM;
-  char *p = buf;
-  memcpy(p, head, (size_t)hl_len);
-  p += hl_len;
-  if (req->resp_headers.len) {
-    memcpy(p, req->resp_headers.p, req->resp_headers.len);
-    p += req->resp_headers.len;
-  }
-  memcpy(p, "\r\n", 2);
-  p += 2;
-  if (send_body)
-    memcpy(p, body, send_body);
-  *out = buf;
-  *outlen = (uint32_t)total;
-  return 0;
-}
-
 /* ---- routing ------------------------------------------------------------ */
 
-void grace__route(grace_http_request *req) {
+void grace__req_dispatch(grace_http_request *req) {
   grace_http_server *srv = req->srv;
+  req->with_handler = 1;
+  if (req->conn != NULL)
+    grace__conn_ref(req->conn);
+  atomic_fetch_add(&srv->st_requests, 1);
+  atomic_fetch_add(&srv->st_inflight, 1);
   const char *path = grace_http_request_path(req);
   size_t plen = strlen(path);
-  const route *best = NULL;
+  const grace__http_route *best = NULL;
   for (size_t i = 0; i < srv->nroutes; i++) {
-    const route *r = &srv->routes[i];
+    const grace__http_route *r = &srv->routes[i];
     int match = r->subtree ? (plen >= r->len && memcmp(path, r->pattern,
                                                        r->len) == 0)
                            : (plen == r->len && memcmp(path, r->pattern,

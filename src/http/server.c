@@ -26,52 +26,98 @@ void grace_http_options_init(grace_http_options *opts) {
   memset(opts, 0, sizeof(*opts));
   opts->read_header_timeout = 10 * GRACE_SECOND;
   opts->idle_timeout = 120 * GRACE_SECOND;
+  opts->body_timeout = 60 * GRACE_SECOND;
+  opts->send_timeout = 60 * GRACE_SECOND;
   opts->max_header_bytes = 64 * 1024;
   opts->max_body_bytes = 1024 * 1024;
   opts->backlog = 511;
 }
 
-/* ---- loop callbacks ----------------------------------------------------- */
+/* ---- connections ---------------------------------------------------------- */
+
+static void maybe_drained(grace_http_server *srv) {
+  if (!atomic_load(&srv->shutdown) || !atomic_load(&srv->listeners_closed) ||
+      atomic_load(&srv->reg.nconns) != 0)
+    return;
+  int expected = 0;
+  if (!atomic_compare_exchange_strong(&srv->drained, &expected, 1))
+    return;
+  /* The callback first, so whoever wakes on the descriptor sees what the
+   * callback did. */
+  if (srv->drained_cb)
+    srv->drained_cb(srv, srv->drained_data);
+  uint64_t one = 1;
+  ssize_t rv;
+  do
+    rv = write(srv->drained_fd, &one, sizeof(one));
+  while (rv < 0 && errno == EINTR);
+}
+
+static void on_conn_gone(grace__conn_reg *reg, void *data) {
+  (void)reg;
+  maybe_drained(data);
+}
+
+static void on_conn_state(grace__conn *c, int state, void *data) {
+  grace_http_server *srv = data;
+  if (srv->opts.conn_state)
+    srv->opts.conn_state(c->id, (grace_conn_state)state,
+                         srv->opts.conn_state_data);
+}
+
+/* On the connection's own loop: its protocol state, then the socket. */
+static void adopt(grace__http_loop *hl, grace__conn *c) {
+  void *h = grace__h1_new(hl->srv, hl);
+  if (h == NULL) {
+    grace__conn_discard(c);
+    return;
+  }
+  grace__conn_set_proto(c, &grace__h1_proto, h);
+  grace__conn_start(c, &hl->cl);
+}
 
 static void on_handoff(grace__loop *loop, grace__post *post) {
-  h1conn *c = grace__container_of(post, h1conn, handoff);
-  grace__h1_adopt(loop->data, c);
+  grace__conn *c = grace__container_of(post, grace__conn, post);
+  adopt(loop->data, c);
 }
 
 static void on_accept(grace__listener *l, int fd) {
   grace_http_server *srv = l->data;
-  h1conn *c;
-
-  atomic_fetch_add(&srv->nconns, 1);
-  atomic_fetch_add(&srv->st_accepted, 1);
-  c = grace__h1_conn_new(srv, fd);
+  grace__conn *c = grace__conn_new(&srv->reg, fd, &grace__h1_proto, NULL);
   if (c == NULL) {
     close(fd);
-    grace__h1_conn_dec(srv);
     return;
   }
+  c->id = atomic_fetch_add(&srv->next_id, 1) + 1;
   unsigned i = atomic_fetch_add(&srv->next_loop, 1) % srv->set.n;
   grace__loop *target = &srv->set.loops[i];
   if (target == l->loop) {
-    grace__h1_adopt(target->data, c);
+    adopt(target->data, c);
   } else {
-    c->handoff.fn = on_handoff;
-    grace__loop_post(target, &c->handoff);
+    c->post.fn = on_handoff;
+    grace__loop_post(target, &c->post);
   }
 }
 
+static uint64_t ms(grace_duration d) { return (uint64_t)(d / GRACE_MILLISECOND); }
+
 static int on_open(grace__loop *loop) {
   grace_http_server *srv = loop->set->data;
-  h1loop *hl = &srv->hls[loop->index];
+  grace__http_loop *hl = &srv->hls[loop->index];
+  grace__conn_loop *cl = &hl->cl;
   loop->data = hl;
-  hl->loop = loop;
-  grace__loop_tlist_set(loop, TL_HEADER,
-                        (uint64_t)(srv->opts.read_header_timeout /
-                                   GRACE_MILLISECOND));
-  grace__loop_tlist_set(loop, TL_IDLE,
-                        (uint64_t)(srv->opts.idle_timeout / GRACE_MILLISECOND));
-  grace__loop_tlist_set(loop, TL_LINGER, LINGER_MS);
-  grace__loop_tlist_set(loop, TL_GOAWAY, GOAWAY_ACK_MS);
+  cl->loop = loop;
+  grace__conn_loop_timeout(cl, GRACE__TL_HEADER,
+                           ms(srv->opts.read_header_timeout));
+  grace__conn_loop_timeout(cl, GRACE__TL_IDLE, ms(srv->opts.idle_timeout));
+  grace__conn_loop_timeout(cl, GRACE__TL_BODY, ms(srv->opts.body_timeout));
+  grace__conn_loop_timeout(cl, GRACE__TL_LINGER, GRACE__CONN_LINGER_MS);
+  grace__conn_loop_timeout(cl, GRACE__TL_SEND, ms(srv->opts.send_timeout));
+  grace__conn_loop_timeout(cl, GRACE__TL_GOAWAY, GRACE__GOAWAY_ACK_MS);
+  grace__conn_loop_timeout(cl, GRACE__TL_STREAM,
+                           ms(srv->opts.body_timeout < srv->opts.send_timeout
+                                  ? srv->opts.body_timeout
+                                  : srv->opts.send_timeout));
   if (loop->index != 0)
     return 0;
   for (unsigned i = 0; i < srv->nlisteners; i++) {
@@ -93,23 +139,22 @@ static void close_listeners(grace_http_server *srv, int drain) {
 }
 
 static void on_events(grace__loop *loop, unsigned bits) {
-  h1loop *hl = loop->data;
+  grace__http_loop *hl = loop->data;
   grace_http_server *srv = hl->srv;
 
-  if ((bits & EV_SHUTDOWN) && !hl->shutting_down) {
-    hl->shutting_down = 1;
+  if ((bits & GRACE__EV_SHUTDOWN) && !hl->cl.shutting_down) {
     if (loop->index == 0) {
       close_listeners(srv, 1);
-      grace__h1_check_drained(srv);
+      maybe_drained(srv);
     }
-    grace__h1_shutdown(hl);
+    grace__conn_loop_shutdown(&hl->cl);
   }
-  if ((bits & EV_CLOSE) && !hl->closing) {
+  if ((bits & GRACE__EV_CLOSE) && !hl->cl.closing) {
     if (loop->index == 0 && !atomic_load(&srv->listeners_closed))
       close_listeners(srv, 0);
-    int cut = grace__h1_close_all(hl);
+    unsigned cut = grace__conn_loop_close_all(&hl->cl);
     pthread_mutex_lock(&srv->lock);
-    srv->cut += cut;
+    srv->cut += (int)cut;
     srv->loops_acked++;
     pthread_cond_broadcast(&srv->cond);
     pthread_mutex_unlock(&srv->lock);
@@ -117,14 +162,15 @@ static void on_events(grace__loop *loop, unsigned bits) {
 }
 
 static void on_expire(grace__loop *loop, unsigned list, grace__tnode *node) {
-  grace__h1_expire(loop->data, list, node);
+  grace__http_loop *hl = loop->data;
+  grace__conn_loop_expire(&hl->cl, list, node);
 }
 
 static void on_stop(grace__loop *loop) {
-  h1loop *hl = loop->data;
+  grace__http_loop *hl = loop->data;
   if (loop->index == 0 && !atomic_load(&hl->srv->listeners_closed))
     close_listeners(hl->srv, 0);
-  grace__h1_close_all(hl);
+  grace__conn_loop_close_all(&hl->cl);
 }
 
 /* ---- construction ------------------------------------------------------- */
@@ -144,6 +190,7 @@ int grace_http_server_new(const grace_http_options *opts,
   else
     grace_http_options_init(&srv->opts);
   if (srv->opts.read_header_timeout < 0 || srv->opts.idle_timeout < 0 ||
+      srv->opts.body_timeout < 0 || srv->opts.send_timeout < 0 ||
       srv->opts.max_header_bytes < 256 ||
       srv->opts.max_header_bytes > (1u << 30) ||
       srv->opts.max_body_bytes > (1u << 30) || srv->opts.backlog < 0) {
@@ -175,6 +222,9 @@ int grace_http_server_new(const grace_http_options *opts,
     rv = GRACE_ENOMEM;
     goto fail_force_ctx;
   }
+  srv->reg.on_state = on_conn_state;
+  srv->reg.on_gone = on_conn_gone;
+  srv->reg.data = srv;
   pthread_mutex_init(&srv->lock, NULL);
   pthread_cond_init(&srv->cond, NULL);
   *out = srv;
@@ -197,11 +247,12 @@ int grace_http_server_handle(grace_http_server *srv, const char *pattern,
     return GRACE_EINVAL;
   if (atomic_load(&srv->started))
     return GRACE_ESTATE;
-  route *routes = realloc(srv->routes, (srv->nroutes + 1) * sizeof(*routes));
+  grace__http_route *routes =
+      realloc(srv->routes, (srv->nroutes + 1) * sizeof(*routes));
   if (routes == NULL)
     return GRACE_ENOMEM;
   srv->routes = routes;
-  route *r = &routes[srv->nroutes];
+  grace__http_route *r = &routes[srv->nroutes];
   r->pattern = strdup(pattern);
   if (r->pattern == NULL)
     return GRACE_ENOMEM;
@@ -266,7 +317,8 @@ int grace_http_server_on_shutdown(grace_http_server *srv, grace_http_cb fn,
   if (srv == NULL || fn == NULL)
     return GRACE_EINVAL;
   pthread_mutex_lock(&srv->lock);
-  hook *hooks = realloc(srv->hooks, (srv->nhooks + 1) * sizeof(*hooks));
+  grace__http_hook *hooks =
+      realloc(srv->hooks, (srv->nhooks + 1) * sizeof(*hooks));
   if (hooks == NULL) {
     pthread_mutex_unlock(&srv->lock);
     return GRACE_ENOMEM;
@@ -296,14 +348,11 @@ int grace_http_server_start(grace_http_server *srv) {
   if (srv->listeners == NULL)
     return GRACE_ENOMEM;
   for (unsigned i = 0; i < srv->opts.loops; i++) {
-    h1loop *hl = &srv->hls[i];
+    grace__http_loop *hl = &srv->hls[i];
     hl->srv = srv;
-    grace__list_init(&hl->conns);
-    hl->rbuf = malloc(READ_BUF_SIZE);
-    if (hl->rbuf == NULL) {
-      rv = GRACE_ENOMEM;
+    rv = grace__conn_loop_init(&hl->cl, NULL);
+    if (rv != 0)
       goto fail;
-    }
   }
   rv = grace__loopset_init(&srv->set, srv->opts.loops, &cbs, srv);
   if (rv != 0)
@@ -320,10 +369,8 @@ int grace_http_server_start(grace_http_server *srv) {
   return 0;
 
 fail:
-  for (unsigned i = 0; i < srv->opts.loops; i++) {
-    free(srv->hls[i].rbuf);
-    srv->hls[i].rbuf = NULL;
-  }
+  for (unsigned i = 0; i < srv->opts.loops; i++)
+    grace__conn_loop_free(&srv->hls[i].cl);
   free(srv->listeners);
   srv->listeners = NULL;
   return rv;
@@ -349,7 +396,7 @@ int grace_http_server_shutdown_begin(grace_http_server *srv,
 
   grace_ctx_cancel(srv->shutdown_ctx);
   for (unsigned i = 0; i < srv->set.n; i++)
-    grace__loop_raise(&srv->set.loops[i], EV_SHUTDOWN);
+    grace__loop_raise(&srv->set.loops[i], GRACE__EV_SHUTDOWN);
 
   /* Like Go, Shutdown returns to its caller only once the listeners are
    * closed: from here on a new connection is refused. */
@@ -407,7 +454,7 @@ int grace_http_server_close(grace_http_server *srv) {
   srv->cut = 0;
   pthread_mutex_unlock(&srv->lock);
   for (unsigned i = 0; i < srv->set.n; i++)
-    grace__loop_raise(&srv->set.loops[i], EV_CLOSE);
+    grace__loop_raise(&srv->set.loops[i], GRACE__EV_CLOSE);
   pthread_mutex_lock(&srv->lock);
   while (srv->loops_acked < srv->set.n)
     pthread_cond_wait(&srv->cond, &srv->lock);
@@ -428,7 +475,7 @@ void grace_http_server_free(grace_http_server *srv) {
     if (srv->listen_fds[i] >= 0)
       close(srv->listen_fds[i]);
   for (unsigned i = 0; i < srv->opts.loops; i++)
-    free(srv->hls[i].rbuf);
+    grace__conn_loop_free(&srv->hls[i].cl);
   for (size_t i = 0; i < srv->nroutes; i++)
     free(srv->routes[i].pattern);
   free(srv->routes);
@@ -451,15 +498,16 @@ grace_ctx *grace_http_server_shutdown_ctx(grace_http_server *srv) {
 
 void grace_http_server_stats(grace_http_server *srv, grace_http_stats *out) {
   memset(out, 0, sizeof(*out));
-  out->conns_accepted = atomic_load(&srv->st_accepted);
-  long open = atomic_load(&srv->nconns);
+  out->conns_accepted = atomic_load(&srv->reg.accepted);
+  long open = atomic_load(&srv->reg.nconns);
   out->conns_open = open > 0 ? (uint64_t)open : 0;
-  out->conns_active = atomic_load(&srv->st_active);
-  out->conns_idle = atomic_load(&srv->st_idle);
+  out->conns_active = atomic_load(&srv->reg.active);
+  out->conns_idle = atomic_load(&srv->reg.idle);
   out->requests_total = atomic_load(&srv->st_requests);
   out->requests_inflight = atomic_load(&srv->st_inflight);
-  out->requests_cut = atomic_load(&srv->st_cut);
-  out->idle_closed_on_shutdown = atomic_load(&srv->st_idle_closed);
+  out->requests_cut = atomic_load(&srv->reg.cut);
+  out->idle_closed_on_shutdown = atomic_load(&srv->reg.idle_closed);
+  out->timeouts = atomic_load(&srv->reg.timeouts);
   if (srv->listeners != NULL)
     for (unsigned i = 0; i < srv->nlisteners; i++)
       out->accept_backoffs += atomic_load(&srv->listeners[i].backoffs);

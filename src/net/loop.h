@@ -21,7 +21,7 @@
 
 #include "net/list.h"
 
-#define GRACE__TLISTS 4
+#define GRACE__TLISTS 8
 
 typedef struct grace__loop grace__loop;
 typedef struct grace__loopset grace__loopset;

@@ -220,7 +220,8 @@ static void test_head_sizes_around_buffer_growth(void **state) {
   for (size_t n = 200; n < 1100; n++) {
     memset(pad, 'p', n);
     pad[n] = '\0';
-    snprintf(req, sizeof(req), "GET /q?q=v%zu HTTP/1.1\r\nX-Pad: %s\r\n\r\n",
+    snprintf(req, sizeof(req),
+             "GET /q?q=v%zu HTTP/1.1\r\nHost: x\r\nX-Pad: %s\r\n\r\n",
              n, pad);
     send_str(fd, req);
     char want[32];

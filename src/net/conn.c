@@ -1,0 +1,756 @@
+/*
+ * The transport: one connection, its socket, read-ahead, write queue,
+ * timers and close.  See conn.h for the contracts.
+ */
+#include "net/conn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "grace/error.h"
+
+/* Deepest nesting of resumes that deliver inline before the rest is
+ * deferred to the loop. */
+#define MAX_DEPTH 8
+
+static void on_poll(uv_poll_t *handle, int status, int events);
+static void deliver(grace__conn *c);
+
+static ssize_t discard_read(grace__conn *c, const uint8_t *p, size_t n) {
+  (void)c;
+  (void)p;
+  return (ssize_t)n;
+}
+
+/* The protocol of a connection dropped before it started. */
+static const grace__conn_proto discarded = {.on_read = discard_read};
+
+static unsigned slot_of(unsigned list) {
+  if (list == GRACE__TL_SEND)
+    return 1;
+  if (list == GRACE__TL_GOAWAY || list == GRACE__TL_STREAM)
+    return 2;
+  return 0;
+}
+
+/* ---- the loop side -------------------------------------------------------- */
+
+int grace__conn_loop_init(grace__conn_loop *cl, grace__loop *loop) {
+  memset(cl, 0, sizeof(*cl));
+  cl->loop = loop;
+  grace__list_init(&cl->conns);
+  cl->rbuf_size = 64 * 1024;
+  cl->rbuf = malloc(cl->rbuf_size);
+  return cl->rbuf != NULL ? 0 : GRACE_ENOMEM;
+}
+
+void grace__conn_loop_free(grace__conn_loop *cl) {
+  free(cl->rbuf);
+  cl->rbuf = NULL;
+}
+
+void grace__conn_loop_timeout(grace__conn_loop *cl, unsigned list,
+                              uint64_t ms) {
+  grace__loop_tlist_set(cl->loop, list, ms);
+}
+
+void grace__conn_loop_expire(grace__conn_loop *cl, unsigned list,
+                             grace__tnode *node) {
+  unsigned slot = slot_of(list);
+  grace__conn *c =
+      (grace__conn *)(void *)((char *)(node - slot) -
+                              offsetof(grace__conn, timer));
+  (void)cl;
+  if (list == GRACE__TL_LINGER || c->proto->on_timer == NULL) {
+    grace__conn_close(c);
+    return;
+  }
+  grace__conn_ref(c);
+  c->proto->on_timer(c, list);
+  grace__conn_unref(c);
+}
+
+void grace__conn_loop_shutdown(grace__conn_loop *cl) {
+  grace__list *it, *next;
+  cl->shutting_down = 1;
+  for (it = cl->conns.next; it != &cl->conns; it = next) {
+    grace__conn *c = grace__container_of(it, grace__conn, link);
+    grace__conn_ref(c); /* keeps |next| reachable: c stays linked */
+    grace__conn_shutdown(c);
+    next = it->next;
+    grace__conn_unref(c);
+  }
+}
+
+unsigned grace__conn_loop_close_all(grace__conn_loop *cl) {
+  grace__list *it, *next;
+  unsigned cut = 0;
+  cl->closing = 1;
+  cl->shutting_down = 1;
+  for (it = cl->conns.next; it != &cl->conns; it = next) {
+    grace__conn *c = grace__container_of(it, grace__conn, link);
+    grace__conn_ref(c);
+    if (!(c->flags & GRACE__CF_CLOSED)) {
+      if (c->proto->on_force != NULL)
+        cut += c->proto->on_force(c);
+      grace__conn_close(c);
+    }
+    next = it->next;
+    grace__conn_unref(c);
+  }
+  return cut;
+}
+
+/* ---- lifetime ------------------------------------------------------------- */
+
+static grace__conn *conn_alloc(grace__conn_reg *reg,
+                               const grace__conn_proto *proto, void *pdata) {
+  grace__conn *c = calloc(1, sizeof(*c));
+  if (c == NULL)
+    return NULL;
+  c->reg = reg;
+  c->proto = proto;
+  c->pdata = pdata;
+  c->fd = -1;
+  c->refs = 1; /* the socket's */
+  c->rmax = GRACE__CONN_READ_AHEAD;
+  c->state = GRACE__CS_CLOSED; /* so the first set_state reports NEW */
+  grace__list_init(&c->link);
+  for (int i = 0; i < 3; i++)
+    grace__list_init(&c->timer[i].link);
+  grace__list_init(&c->post.link);
+  atomic_fetch_add(&reg->nconns, 1);
+  return c;
+}
+
+grace__conn *grace__conn_new(grace__conn_reg *reg, int fd,
+                             const grace__conn_proto *proto, void *pdata) {
+  grace__conn *c = conn_alloc(reg, proto, pdata);
+  if (c == NULL)
+    return NULL;
+  c->fd = fd;
+  atomic_fetch_add(&reg->accepted, 1);
+  return c;
+}
+
+/* Takes |c| out of its registry's count (once): its drain is over. */
+static void uncount(grace__conn *c) {
+  grace__conn_reg *reg = c->reg;
+  if (c->flags & GRACE__CF_UNCOUNTED)
+    return;
+  c->flags |= GRACE__CF_UNCOUNTED;
+  atomic_fetch_sub(&reg->nconns, 1);
+  if (reg->on_gone != NULL)
+    reg->on_gone(reg, reg->data);
+}
+
+static void conn_free(grace__conn *c) {
+  grace__list_unlink(&c->link);
+  if (c->proto->on_free != NULL)
+    c->proto->on_free(c);
+  free(c->rp);
+  free(c->wp);
+  c->rp = NULL;
+  c->wp = NULL;
+  uncount(c);
+  free(c);
+}
+
+void grace__conn_ref(grace__conn *c) { c->refs++; }
+
+void grace__conn_unref(grace__conn *c) {
+  if (--c->refs == 0)
+    conn_free(c);
+}
+
+static void on_handle_closed(uv_handle_t *handle) {
+  grace__conn *c = handle->data;
+  grace__conn_unref(c); /* the socket's reference */
+}
+
+void grace__conn_discard(grace__conn *c) {
+  if (c->fd >= 0)
+    close(c->fd);
+  c->fd = -1;
+  c->flags |= GRACE__CF_CLOSED;
+  c->proto = &discarded;
+  grace__conn_unref(c);
+}
+
+int grace__conn_start(grace__conn *c, grace__conn_loop *cl) {
+  c->cl = cl;
+  grace__list_push(&cl->conns, &c->link);
+  if (cl->closing || uv_poll_init_socket(&cl->loop->uv, &c->poll, c->fd) != 0) {
+    close(c->fd);
+    c->fd = -1;
+    c->flags |= GRACE__CF_CLOSED;
+    if (c->proto->on_close != NULL)
+      c->proto->on_close(c);
+    grace__conn_unref(c);
+    return GRACE_ECLOSED;
+  }
+  c->poll.data = c;
+  c->flags |= GRACE__CF_HANDLE_OPEN;
+  c->peer_len = sizeof(c->peer);
+  if (getpeername(c->fd, (struct sockaddr *)&c->peer, &c->peer_len) != 0)
+    c->peer_len = 0;
+  grace__conn_set_state(c, GRACE__CS_NEW);
+  grace__conn_timer(c, GRACE__TL_HEADER);
+  c->events = UV_READABLE;
+  uv_poll_start(&c->poll, UV_READABLE, on_poll);
+  if (cl->shutting_down)
+    grace__conn_shutdown(c);
+  return 0;
+}
+
+grace__conn *grace__conn_new_mem(grace__conn_reg *reg,
+                                 const grace__conn_proto *proto, void *pdata,
+                                 size_t room) {
+  grace__conn *c = conn_alloc(reg, proto, pdata);
+  if (c == NULL)
+    return NULL;
+  c->flags |= GRACE__CF_MEM;
+  c->wmem_room = room;
+  c->refs++; /* the test's, dropped by grace__conn_mem_free */
+  grace__conn_set_state(c, GRACE__CS_NEW);
+  return c;
+}
+
+void grace__conn_mem_free(grace__conn *c) {
+  if (c == NULL)
+    return;
+  grace__conn_close(c);
+  grace__conn_unref(c);
+}
+
+/* ---- polling -------------------------------------------------------------- */
+
+static void set_events(grace__conn *c, int events) {
+  if ((c->flags & (GRACE__CF_MEM | GRACE__CF_CLOSED)) || events == c->events)
+    return;
+  c->events = events;
+  if (events == 0)
+    uv_poll_stop(&c->poll);
+  else
+    uv_poll_start(&c->poll, events, on_poll);
+}
+
+/* Reading is wanted unless the peer is done, the read-ahead is full or
+ * the connection is ending without lingering. */
+static void update_read(grace__conn *c) {
+  int want = !(c->flags & GRACE__CF_EOF) &&
+             ((c->flags & GRACE__CF_LINGER) || c->rlen < c->rmax);
+  if ((c->flags & GRACE__CF_ENDING) && !(c->flags & GRACE__CF_LINGER))
+    want = 0;
+  set_events(c, want ? (c->events | UV_READABLE) : (c->events & ~UV_READABLE));
+}
+
+/* ---- closing -------------------------------------------------------------- */
+
+int grace__conn_closing(const grace__conn *c) {
+  return (c->flags & (GRACE__CF_CLOSED | GRACE__CF_ENDING)) != 0;
+}
+
+void grace__conn_close(grace__conn *c) {
+  if (c->flags & GRACE__CF_CLOSED)
+    return;
+  c->flags |= GRACE__CF_CLOSED;
+  for (unsigned i = 0; i < 3; i++)
+    grace__list_unlink(&c->timer[i].link);
+  if (c->flags & GRACE__CF_HANDLE_OPEN) {
+    c->flags &= ~(uint32_t)GRACE__CF_HANDLE_OPEN;
+    /* uv_close unregisters the descriptor synchronously, so it can be
+     * closed right away; the struct waits for the close callback. */
+    uv_close((uv_handle_t *)&c->poll, on_handle_closed);
+    close(c->fd);
+  } else if (!(c->flags & GRACE__CF_MEM) && c->fd >= 0) {
+    close(c->fd);
+  }
+  c->fd = -1;
+  free(c->rp);
+  c->rp = NULL;
+  c->rlen = c->rcap = 0;
+  if (!(c->flags & GRACE__CF_MEM))
+    c->wlen = c->woff = 0; /* a memory connection keeps its output */
+  grace__conn_set_state(c, GRACE__CS_CLOSED);
+  if (c->proto->on_close != NULL)
+    c->proto->on_close(c);
+  if (c->flags & GRACE__CF_MEM)
+    grace__conn_unref(c); /* the socket's reference */
+}
+
+static void finish_end(grace__conn *c) {
+  int linger = (c->flags & GRACE__CF_LINGER) || c->rlen > 0 ||
+               (c->flags & GRACE__CF_PAUSED);
+  if ((c->flags & GRACE__CF_MEM) || (c->flags & GRACE__CF_EOF) || !linger) {
+    grace__conn_close(c);
+    return;
+  }
+  /* Half-close, then read and discard until the peer closes or the
+   * linger time passes.  Every answer is with the kernel now: the
+   * connection no longer holds a drain. */
+  shutdown(c->fd, SHUT_WR);
+  uncount(c);
+  c->flags |= GRACE__CF_LINGER;
+  c->flags &= ~(uint32_t)GRACE__CF_PAUSED;
+  free(c->rp);
+  c->rp = NULL;
+  c->rlen = c->rcap = 0;
+  grace__list_unlink(&c->timer[1].link);
+  grace__list_unlink(&c->timer[2].link);
+  grace__conn_timer(c, GRACE__TL_LINGER);
+  set_events(c, UV_READABLE);
+}
+
+void grace__conn_end(grace__conn *c, int linger) {
+  if (grace__conn_closing(c))
+    return;
+  c->flags |= GRACE__CF_ENDING;
+  if (linger)
+    c->flags |= GRACE__CF_LINGER;
+  grace__list_unlink(&c->timer[0].link);
+  grace__list_unlink(&c->timer[2].link);
+  if (grace__conn_queued(c) == 0)
+    finish_end(c);
+  else
+    update_read(c);
+}
+
+/* ---- writing -------------------------------------------------------------- */
+
+/* Writes from the queue what the socket takes.  Returns 0, or -1 when the
+ * connection was closed on an error. */
+static int flush(grace__conn *c) {
+  size_t before = c->wlen;
+  while (c->wlen > 0) {
+    ssize_t n;
+    if (c->flags & GRACE__CF_MEM) {
+      /* The memory "socket" keeps everything; room is what it takes. */
+      break;
+    }
+    n = send(c->fd, c->wp + c->woff, c->wlen, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN)
+        break;
+      grace__conn_close(c); /* the peer is gone */
+      return -1;
+    }
+    c->woff += (size_t)n;
+    c->wlen -= (size_t)n;
+  }
+  if (c->wlen == 0) {
+    c->woff = 0;
+    grace__list_unlink(&c->timer[1].link);
+    set_events(c, c->events & ~UV_WRITABLE);
+  } else {
+    if (c->wlen < before || grace__list_empty(&c->timer[1].link))
+      grace__conn_timer(c, GRACE__TL_SEND); /* progress: a new deadline */
+    set_events(c, c->events | UV_WRITABLE);
+  }
+  return 0;
+}
+
+int grace__conn_write(grace__conn *c, const void *p, size_t n) {
+  if (grace__conn_closing(c))
+    return GRACE_ECLOSED;
+  if (n == 0)
+    return 0;
+  if (c->flags & GRACE__CF_MEM) {
+    /* The "socket" takes up to wmem_room bytes; the rest queues. */
+    if (c->wlen + c->woff + n > c->wcap) {
+      size_t cap = c->wcap ? c->wcap : 4096;
+      while (cap < c->wlen + c->woff + n)
+        cap *= 2;
+      uint8_t *np = realloc(c->wp, cap);
+      if (np == NULL)
+        return GRACE_ENOMEM;
+      c->wp = np;
+      c->wcap = cap;
+    }
+    memcpy(c->wp + c->woff + c->wlen, p, n);
+    c->wlen += n;
+    return 0;
+  }
+  if (c->wlen == 0) {
+    /* The common case: the socket takes it all, nothing is copied. */
+    for (;;) {
+      ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+      if (w < 0 && errno == EINTR)
+        continue;
+      if (w < 0 && errno != EAGAIN) {
+        grace__conn_close(c);
+        return GRACE_ECLOSED;
+      }
+      if (w > 0) {
+        p = (const uint8_t *)p + w;
+        n -= (size_t)w;
+      }
+      break;
+    }
+    if (n == 0)
+      return 0;
+  }
+  if (c->woff > 0 && c->woff + c->wlen + n > c->wcap) {
+    memmove(c->wp, c->wp + c->woff, c->wlen);
+    c->woff = 0;
+  }
+  if (c->woff + c->wlen + n > c->wcap) {
+    size_t cap = c->wcap ? c->wcap : 16384;
+    while (cap < c->wlen + n)
+      cap *= 2;
+    uint8_t *np = realloc(c->wp, cap);
+    if (np == NULL) {
+      grace__conn_close(c);
+      return GRACE_ENOMEM;
+    }
+    c->wp = np;
+    c->wcap = cap;
+  }
+  memcpy(c->wp + c->woff + c->wlen, p, n);
+  c->wlen += n;
+  /* The send timeout runs from the last write that made progress, so
+   * only an idle timer is armed here. */
+  if (grace__list_empty(&c->timer[1].link))
+    grace__conn_timer(c, GRACE__TL_SEND);
+  set_events(c, c->events | UV_WRITABLE);
+  return 0;
+}
+
+size_t grace__conn_queued(const grace__conn *c) {
+  if (c->flags & GRACE__CF_MEM)
+    return c->wlen + c->woff > c->wmem_room ? c->wlen + c->woff - c->wmem_room
+                                            : 0;
+  return c->wlen;
+}
+
+/* The queue emptied: end a pending close, or tell the protocol. */
+static void after_flush(grace__conn *c) {
+  if (c->flags & GRACE__CF_CLOSED)
+    return;
+  if (c->flags & GRACE__CF_ENDING) {
+    finish_end(c);
+    return;
+  }
+  if (c->proto->on_flushed != NULL)
+    c->proto->on_flushed(c);
+}
+
+const uint8_t *grace__conn_mem_output(grace__conn *c, size_t *len) {
+  *len = c->wlen + c->woff;
+  return c->wp;
+}
+
+void grace__conn_mem_take(grace__conn *c, size_t n) {
+  size_t have = c->wlen + c->woff;
+  size_t queued_before = grace__conn_queued(c);
+  if (n > have)
+    n = have;
+  memmove(c->wp, c->wp + n, have - n);
+  c->wlen = have - n;
+  c->woff = 0;
+  if (queued_before > 0 && grace__conn_queued(c) == 0) {
+    grace__conn_ref(c);
+    after_flush(c);
+    grace__conn_unref(c);
+  }
+}
+
+/* ---- reading -------------------------------------------------------------- */
+
+static int keep(grace__conn *c, const uint8_t *p, size_t n) {
+  if (c->rlen + n > c->rcap) {
+    size_t cap = c->rcap ? c->rcap : 4096;
+    while (cap < c->rlen + n)
+      cap *= 2;
+    uint8_t *np = realloc(c->rp, cap);
+    if (np == NULL)
+      return GRACE_ENOMEM;
+    c->rp = np;
+    c->rcap = cap;
+  }
+  if (c->rp + c->rlen != p)
+    memmove(c->rp + c->rlen, p, n);
+  c->rlen += n;
+  return 0;
+}
+
+/* Offers |p|/|n| (the shared buffer, or the read-ahead itself) to the
+ * protocol until it stops taking; keeps the rest as read-ahead. */
+static void offer(grace__conn *c, const uint8_t *p, size_t n, int from_rp) {
+  while (n > 0 && !grace__conn_closing(c)) {
+    const grace__conn_proto *proto = c->proto;
+    c->flags |= GRACE__CF_IN_READ;
+    ssize_t took = proto->on_read(c, p, n);
+    c->flags &= ~(uint32_t)GRACE__CF_IN_READ;
+    if (took < 0 || (c->flags & GRACE__CF_CLOSED)) {
+      if (!grace__conn_closing(c))
+        grace__conn_end(c, 1);
+      if (from_rp)
+        c->rlen = 0;
+      return;
+    }
+    p += took;
+    n -= (size_t)took;
+    if ((size_t)took == 0 && c->proto == proto)
+      break; /* paused */
+  }
+  if (from_rp) {
+    if (n > 0 && p != c->rp)
+      memmove(c->rp, p, n);
+    c->rlen = grace__conn_closing(c) ? 0 : n;
+  } else if (n > 0 && !grace__conn_closing(c)) {
+    if (keep(c, p, n) != 0) {
+      grace__conn_close(c);
+      return;
+    }
+  }
+  if (grace__conn_closing(c))
+    return;
+  if (c->rlen > 0)
+    c->flags |= GRACE__CF_PAUSED;
+  else
+    c->flags &= ~(uint32_t)GRACE__CF_PAUSED;
+}
+
+static void deliver(grace__conn *c) {
+  if (c->rlen == 0 || (c->flags & GRACE__CF_IN_READ))
+    return;
+  c->flags &= ~(uint32_t)GRACE__CF_PAUSED;
+  offer(c, c->rp, c->rlen, 1);
+}
+
+static void do_read(grace__conn *c) {
+  grace__conn_loop *cl = c->cl;
+  ssize_t n;
+
+  if (c->flags & GRACE__CF_LINGER) {
+    do
+      n = read(c->fd, cl->rbuf, cl->rbuf_size);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && errno != EAGAIN) {
+      grace__conn_close(c);
+    } else if (n == 0) {
+      /* The peer is done; what is still queued goes out first. */
+      c->flags |= GRACE__CF_EOF;
+      if (c->wlen == 0)
+        grace__conn_close(c);
+      else
+        update_read(c);
+    }
+    return;
+  }
+  size_t room = cl->rbuf_size;
+  if (c->flags & GRACE__CF_PAUSED) {
+    room = c->rlen < c->rmax ? c->rmax - c->rlen : 0;
+    if (room > cl->rbuf_size)
+      room = cl->rbuf_size;
+    if (room == 0) {
+      update_read(c);
+      return;
+    }
+  }
+  do
+    n = read(c->fd, cl->rbuf, room);
+  while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    if (c->flags & GRACE__CF_PAUSED) {
+      /* Read-ahead while the protocol is paused: pipelined requests, and
+       * an EOF that tells a handler its client left. */
+      if (keep(c, cl->rbuf, (size_t)n) != 0)
+        grace__conn_close(c);
+      else
+        update_read(c);
+      return;
+    }
+    if (c->rlen > 0) {
+      if (keep(c, cl->rbuf, (size_t)n) != 0) {
+        grace__conn_close(c);
+        return;
+      }
+      deliver(c);
+    } else {
+      offer(c, cl->rbuf, (size_t)n, 0);
+    }
+    if (!grace__conn_closing(c))
+      update_read(c);
+    return;
+  }
+  if (n == 0) {
+    c->flags |= GRACE__CF_EOF;
+    update_read(c);
+    if (c->flags & GRACE__CF_ENDING) {
+      if (c->wlen == 0)
+        grace__conn_close(c);
+      return;
+    }
+    if (c->proto->on_eof != NULL)
+      c->proto->on_eof(c);
+    else
+      grace__conn_close(c);
+    return;
+  }
+  if (errno != EAGAIN)
+    grace__conn_close(c);
+}
+
+void grace__conn_read_now(grace__conn *c) {
+  if (grace__conn_closing(c) || (c->flags & (GRACE__CF_MEM | GRACE__CF_EOF |
+                                             GRACE__CF_IN_READ)))
+    return;
+  grace__conn_ref(c);
+  do_read(c);
+  grace__conn_unref(c);
+}
+
+ssize_t grace__conn_mem_feed(grace__conn *c, const void *p, size_t n) {
+  if (c->flags & GRACE__CF_CLOSED)
+    return GRACE_ECLOSED;
+  grace__conn_ref(c);
+  if (n == 0) {
+    c->flags |= GRACE__CF_EOF;
+    if (c->flags & GRACE__CF_ENDING)
+      grace__conn_close(c);
+    else if (c->proto->on_eof != NULL)
+      c->proto->on_eof(c);
+    else
+      grace__conn_close(c);
+  } else if (c->flags & GRACE__CF_ENDING) {
+    /* Lingering: input is discarded. */
+  } else if (c->rlen > 0 || (c->flags & GRACE__CF_PAUSED)) {
+    size_t room = c->rlen < c->rmax ? c->rmax - c->rlen : 0;
+    if (n > room)
+      n = room;
+    if (keep(c, p, n) != 0)
+      grace__conn_close(c);
+    else
+      c->flags |= GRACE__CF_PAUSED;
+  } else {
+    offer(c, p, n, 0);
+  }
+  grace__conn_unref(c);
+  return (ssize_t)n;
+}
+
+static void on_resume_post(grace__loop *loop, grace__post *post) {
+  grace__conn *c = grace__container_of(post, grace__conn, post);
+  (void)loop;
+  c->flags &= ~(uint32_t)GRACE__CF_RESUME_POSTED;
+  if (!grace__conn_closing(c)) {
+    c->depth = 0;
+    deliver(c);
+    if (!grace__conn_closing(c))
+      update_read(c);
+  }
+  grace__conn_unref(c);
+}
+
+void grace__conn_resume(grace__conn *c) {
+  if (grace__conn_closing(c) || (c->flags & GRACE__CF_IN_READ))
+    return;
+  if (c->rlen == 0) {
+    c->flags &= ~(uint32_t)GRACE__CF_PAUSED;
+    update_read(c);
+    return;
+  }
+  if (c->depth >= MAX_DEPTH && c->cl != NULL) {
+    if (!(c->flags & GRACE__CF_RESUME_POSTED)) {
+      c->flags |= GRACE__CF_RESUME_POSTED;
+      grace__conn_ref(c);
+      c->post.fn = on_resume_post;
+      grace__loop_post(c->cl->loop, &c->post);
+    }
+    return;
+  }
+  grace__conn_ref(c);
+  c->depth++;
+  deliver(c);
+  c->depth--;
+  if (!grace__conn_closing(c))
+    update_read(c);
+  grace__conn_unref(c);
+}
+
+static void on_poll(uv_poll_t *handle, int status, int events) {
+  grace__conn *c = handle->data;
+  if (c->flags & GRACE__CF_CLOSED)
+    return;
+  grace__conn_ref(c);
+  if (status < 0) {
+    grace__conn_close(c);
+    goto out;
+  }
+  if (events & UV_WRITABLE) {
+    size_t before = c->wlen;
+    if (flush(c) != 0)
+      goto out;
+    if (before > 0 && c->wlen == 0)
+      after_flush(c);
+    if (c->flags & GRACE__CF_CLOSED)
+      goto out;
+  }
+  if ((events & (UV_READABLE | UV_DISCONNECT)) && (c->events & UV_READABLE))
+    do_read(c);
+out:
+  grace__conn_unref(c);
+}
+
+/* ---- protocol services ---------------------------------------------------- */
+
+void grace__conn_set_proto(grace__conn *c, const grace__conn_proto *proto,
+                           void *pdata) {
+  c->proto = proto;
+  c->pdata = pdata;
+}
+
+void grace__conn_timer(grace__conn *c, unsigned list) {
+  if (c->cl == NULL || (c->flags & GRACE__CF_CLOSED))
+    return;
+  grace__loop_tlist_add(c->cl->loop, list, &c->timer[slot_of(list)]);
+}
+
+void grace__conn_timer_stop(grace__conn *c, unsigned list) {
+  grace__list_unlink(&c->timer[slot_of(list)].link);
+}
+
+void grace__conn_set_state(grace__conn *c, int st) {
+  grace__conn_reg *reg = c->reg;
+  if (c->state == st)
+    return;
+  if (c->state == GRACE__CS_ACTIVE)
+    atomic_fetch_sub(&reg->active, 1);
+  else if (c->state == GRACE__CS_IDLE)
+    atomic_fetch_sub(&reg->idle, 1);
+  if (st == GRACE__CS_ACTIVE)
+    atomic_fetch_add(&reg->active, 1);
+  else if (st == GRACE__CS_IDLE)
+    atomic_fetch_add(&reg->idle, 1);
+  c->state = (uint8_t)st;
+  if (reg->on_state != NULL)
+    reg->on_state(c, st, reg->data);
+}
+
+void grace__conn_count_cut(grace__conn *c, unsigned n) {
+  atomic_fetch_add(&c->reg->timeouts, 1);
+  atomic_fetch_add(&c->reg->cut, n);
+}
+
+void grace__conn_shutdown(grace__conn *c) {
+  if (c->flags & (GRACE__CF_SHUTDOWN | GRACE__CF_CLOSED))
+    return;
+  c->flags |= GRACE__CF_SHUTDOWN;
+  if (c->proto->on_shutdown != NULL)
+    c->proto->on_shutdown(c);
+}
+
+grace__loop *grace__conn_get_loop(const grace__conn *c) {
+  return c->cl != NULL ? c->cl->loop : NULL;
+}
+
+int grace__conn_shutting_down(const grace__conn *c) {
+  return (c->flags & GRACE__CF_SHUTDOWN) != 0;
+}
