@@ -420,6 +420,61 @@ int grace__h2_stream_consume(grace__h2_stream *s, size_t n) {
 
 /* ---- frames in and out ---------------------------------------------------- */
 
+static void id_mark(grace__h2 *h2, int32_t id, int opened) {
+  uint32_t bit = ((uint32_t)id / 2) % ID_WINDOW;
+  if (opened)
+    h2->opened[bit / 64] |= (uint64_t)1 << (bit % 64);
+  else
+    h2->opened[bit / 64] &= ~((uint64_t)1 << (bit % 64));
+}
+
+static int id_opened(const grace__h2 *h2, int32_t id) {
+  uint32_t bit = ((uint32_t)id / 2) % ID_WINDOW;
+  return (h2->opened[bit / 64] >> (bit % 64)) & 1;
+}
+
+/*
+ * Every frame header, before nghttp2 acts on the frame.  A client's new
+ * stream ids must grow (RFC 9113 section 5.1.1): a HEADERS frame for an id
+ * below the highest one used, on a stream that never opened, is a
+ * connection error of type PROTOCOL_ERROR.  nghttp2 ignores such a frame
+ * (it cannot tell a skipped id from a stream it forgot), so the ids are
+ * tracked here.  An id that did open is left to nghttp2: trailers on an
+ * open stream, STREAM_CLOSED on one the client closed, and silence on one
+ * this side reset (the client may not have seen the RST_STREAM yet).  Ids
+ * older than the window are given the benefit of the doubt, as nghttp2
+ * does.  Even ids are nghttp2's to refuse.
+ */
+static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd,
+                          void *user) {
+  grace__h2 *h2 = user;
+  int32_t id = hd->stream_id;
+
+  if (hd->type != NGHTTP2_HEADERS || id <= 0 || (id & 1) == 0)
+    return 0;
+  if (id > h2->max_peer_id) {
+    /* Forget what the window drops; the ids skipped never opened. */
+    if (((uint32_t)id - (uint32_t)h2->max_peer_id) / 2 >= ID_WINDOW) {
+      memset(h2->opened, 0, sizeof(h2->opened));
+    } else {
+      for (int32_t skipped = h2->max_peer_id + 2; skipped < id; skipped += 2)
+        id_mark(h2, skipped, 0);
+    }
+    id_mark(h2, id, 1);
+    h2->max_peer_id = id;
+    return 0;
+  }
+  if ((uint32_t)(h2->max_peer_id - id) / 2 >= ID_WINDOW || id_opened(h2, id))
+    return 0;
+  /* nghttp2 then ignores the rest of the input and writes the GOAWAY. */
+  if (nghttp2_session_terminate_session(session, NGHTTP2_PROTOCOL_ERROR) !=
+      0) {
+    h2->cb_error = GRACE_ENOMEM;
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  }
+  return 0;
+}
+
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *f,
                          void *user) {
   grace__h2 *h2 = user;
@@ -560,10 +615,12 @@ int grace__h2_new(const grace__h2_callbacks *cb, void *user,
   h2->manual_consume = o.manual_consume != 0;
   grace__list_init(&h2->live);
   grace__list_init(&h2->dead);
+  h2->max_peer_id = -1; /* none yet: the first skipped id is 1 */
 
   rv = GRACE_ENOMEM;
   if (nghttp2_session_callbacks_new(&cbs) != 0)
     goto fail_h2;
+  nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
   nghttp2_session_callbacks_set_on_begin_headers_callback(cbs,
                                                            on_begin_headers);
   nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
@@ -577,8 +634,10 @@ int grace__h2_new(const grace__h2_callbacks *cb, void *user,
     goto fail_cbs;
   /* Windows are replenished here, as the application takes the bytes. */
   nghttp2_option_set_no_auto_window_update(opt, 1);
-  /* Closed streams are not kept for the RFC 7540 priority tree. */
-  nghttp2_option_set_no_closed_streams(opt, 1);
+  /* Closed streams are kept (nghttp2 keeps at most max_concurrent_streams
+   * of them, a few hundred bytes each): only a stream it remembers as
+   * closed by the client lets nghttp2 answer a DATA or HEADERS frame on it
+   * with STREAM_CLOSED (RFC 9113 section 5.1) instead of ignoring it. */
   if (nghttp2_session_server_new3(&h2->session, cbs, h2, opt, &h2->mem) != 0)
     goto fail_opt;
 

@@ -16,6 +16,10 @@
 #define NONE UINT32_MAX
 #define NO_LENGTH UINT64_MAX
 
+/* How many of the client's most recent odd stream ids are remembered as
+ * opened or skipped (see grace__h2.opened). */
+#define ID_WINDOW 1024u
+
 /* Stream flags. */
 enum {
   SF_DISPATCHED = 1 << 0, /* given to on_request_headers */
@@ -82,6 +86,13 @@ struct grace__h2 {
   int notice_sent;   /* the GOAWAY(2^31-1) is out */
   int shut;          /* SHUT_* */
   size_t preface_seen;
+  /* RFC 9113 section 5.1.1: the client's stream ids only grow.  The
+   * highest id a HEADERS frame used (-1 before the first), and for the ID_WINDOW odd ids up to
+   * it, whether a HEADERS frame opened it (bit (id / 2) % ID_WINDOW): a
+   * HEADERS frame for a lower id that never opened is a connection error
+   * nghttp2 cannot see, as it forgets closed streams. */
+  int32_t max_peer_id;
+  uint64_t opened[ID_WINDOW / 64];
   uint8_t *obuf;
   size_t olen, ocap;
 };
