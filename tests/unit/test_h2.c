@@ -1466,6 +1466,217 @@ static void free_with_open_streams_reports_them_lost(void **state) {
   teardown(f);
 }
 
+/* ---- stream states (RFC 9113 section 5.1), raw frames ----------------------- */
+
+/* Appends one frame to |b|. */
+static void raw_frame(bytes *b, uint8_t type, uint8_t flags, int32_t id,
+                      const void *payload, size_t n) {
+  uint8_t h[9] = {(uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n, type,
+                  flags, (uint8_t)((uint32_t)id >> 24), (uint8_t)(id >> 16),
+                  (uint8_t)(id >> 8), (uint8_t)id};
+  bytes_add(b, h, sizeof(h));
+  bytes_add(b, payload, n);
+}
+
+/* A request header block that leaves the HPACK tables alone: GET, http,
+ * "/" from the static table, :authority as a literal never indexed. */
+static const uint8_t get_block[] = {0x82, 0x86, 0x84, 0x01, 0x0b, 'e', 'x',
+                                    'a',  'm',  'p',  'l',  'e',  '.', 'c',
+                                    'o',  'm'};
+/* A trailer block: "x-t: 1", a literal never indexed. */
+static const uint8_t trailer_block[] = {0x00, 0x03, 'x', '-', 't', 0x01, '1'};
+
+#define F_ES NGHTTP2_FLAG_END_STREAM
+#define F_EH NGHTTP2_FLAG_END_HEADERS
+
+/* A server with no client session: the test writes the frames itself. */
+static fixture *setup_raw(void) {
+  static const uint8_t settings[] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
+  fixture *f = calloc(1, sizeof(*f));
+  assert_non_null(f);
+  assert_int_equal(grace__h2_new(&app_cbs, f, NULL, &f->h2), 0);
+  to_server(f, (const uint8_t *)GRACE__H2_PREFACE, GRACE__H2_PREFACE_LEN);
+  to_server(f, settings, sizeof(settings));
+  return f;
+}
+
+/* Feeds |in| to the server and returns what it writes back. */
+static bytes raw_exchange(fixture *f, bytes *in) {
+  bytes out = {0};
+  to_server(f, in->p, in->len);
+  bytes_free(in);
+  collect_server(f, &out);
+  return out;
+}
+
+/* Counts the frames of |type| on |id| in |b| (|code| the error code of a
+ * GOAWAY or RST_STREAM, UINT32_MAX for any). */
+static size_t raw_count(const bytes *b, uint8_t type, int32_t id,
+                        uint32_t code) {
+  size_t off = 0, n = 0;
+  while (off + 9 <= b->len) {
+    const uint8_t *h = b->p + off;
+    size_t len = ((size_t)h[0] << 16) | ((size_t)h[1] << 8) | h[2];
+    int32_t sid = (int32_t)((((uint32_t)h[5] & 0x7f) << 24) |
+                            ((uint32_t)h[6] << 16) | ((uint32_t)h[7] << 8) |
+                            h[8]);
+    const uint8_t *p = h + 9 + (type == NGHTTP2_GOAWAY ? 4 : 0);
+    assert_true(off + 9 + len <= b->len);
+    if (h[3] == type && sid == id) {
+      uint32_t c = UINT32_MAX;
+      if (type == NGHTTP2_GOAWAY || type == NGHTTP2_RST_STREAM)
+        c = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+            ((uint32_t)p[2] << 8) | p[3];
+      n += code == UINT32_MAX || c == code;
+    }
+    off += 9 + len;
+  }
+  assert_int_equal(off, b->len);
+  return n;
+}
+
+/* h2spec 5.1/11, 5.1/12 (and 5.1/5, 5.1/6, 6.1/2 when the response wins the
+ * race): DATA or HEADERS on a stream both sides closed is STREAM_CLOSED. */
+static void frames_on_a_closed_stream_are_stream_closed(void **state) {
+  (void)state;
+  for (int headers = 0; headers < 2; headers++) {
+    fixture *f = setup_raw();
+    bytes in = {0}, out;
+    f->respond_on_end = 1;
+    raw_frame(&in, NGHTTP2_HEADERS, F_EH | F_ES, 1, get_block,
+              sizeof(get_block));
+    out = raw_exchange(f, &in);
+    assert_int_equal(raw_count(&out, NGHTTP2_HEADERS, 1, UINT32_MAX), 1);
+    assert_true(f->reqs[0].closed);
+    bytes_free(&out);
+    if (headers)
+      raw_frame(&in, NGHTTP2_HEADERS, F_EH | F_ES, 1, get_block,
+                sizeof(get_block));
+    else
+      raw_frame(&in, NGHTTP2_DATA, F_ES, 1, "test", 4);
+    out = raw_exchange(f, &in);
+    assert_int_equal(raw_count(&out, NGHTTP2_GOAWAY, 0, NGHTTP2_STREAM_CLOSED),
+                     1);
+    assert_int_equal(grace__h2_want_io(f->h2), 0);
+    assert_int_equal(f->nreqs, 1);
+    bytes_free(&out);
+    teardown(f);
+  }
+}
+
+/* h2spec 5.1/8, 5.1/9: DATA or HEADERS after the client's own RST_STREAM. */
+static void frames_after_the_client_reset_are_stream_closed(void **state) {
+  static const uint8_t cancel[] = {0, 0, 0, NGHTTP2_CANCEL};
+  (void)state;
+  for (int headers = 0; headers < 2; headers++) {
+    fixture *f = setup_raw();
+    bytes in = {0}, out;
+    raw_frame(&in, NGHTTP2_HEADERS, F_EH, 1, get_block, sizeof(get_block));
+    raw_frame(&in, NGHTTP2_RST_STREAM, 0, 1, cancel, sizeof(cancel));
+    if (headers)
+      raw_frame(&in, NGHTTP2_HEADERS, F_EH | F_ES, 1, trailer_block,
+                sizeof(trailer_block));
+    else
+      raw_frame(&in, NGHTTP2_DATA, F_ES, 1, "test", 4);
+    out = raw_exchange(f, &in);
+    assert_int_equal(raw_count(&out, NGHTTP2_GOAWAY, 0, NGHTTP2_STREAM_CLOSED),
+                     1);
+    assert_int_equal(f->nreqs, 1);
+    assert_true(f->reqs[0].closed);
+    assert_int_equal(f->reqs[0].close_code, NGHTTP2_CANCEL);
+    assert_false(f->reqs[0].ended);
+    bytes_free(&out);
+    teardown(f);
+  }
+}
+
+/* h2spec 5.1.1/2: a new stream id below the last one is PROTOCOL_ERROR, and
+ * the request is never seen. */
+static void lower_stream_id_that_never_opened_is_protocol_error(void **state) {
+  fixture *f = setup_raw();
+  bytes in = {0}, out;
+  (void)state;
+  raw_frame(&in, NGHTTP2_HEADERS, F_EH | F_ES, 5, get_block,
+            sizeof(get_block));
+  raw_frame(&in, NGHTTP2_HEADERS, F_EH | F_ES, 3, get_block,
+            sizeof(get_block));
+  raw_frame(&in, NGHTTP2_HEADERS, F_EH | F_ES, 7, get_block,
+            sizeof(get_block));
+  out = raw_exchange(f, &in);
+  assert_int_equal(raw_count(&out, NGHTTP2_GOAWAY, 0, NGHTTP2_PROTOCOL_ERROR),
+                   1);
+  assert_int_equal(f->nreqs, 1); /* 5; nothing after the error */
+  assert_int_equal(f->reqs[0].id, 5);
+  assert_int_equal(grace__h2_want_io(f->h2), 0);
+  assert_int_equal(grace__h2_error(f->h2), GRACE__H2_EPROTO);
+  bytes_free(&out);
+  teardown(f);
+}
+
+static void reset_stream_5(fixture *f, sreq *r) {
+  (void)f;
+  if (r->id == 5)
+    assert_int_equal(grace__h2_reset(r->s, NGHTTP2_REFUSED_STREAM), 0);
+}
+
+/* What must stay legal: trailers on an older stream that is still open,
+ * and frames on a stream this side reset (the client may not have seen the
+ * RST_STREAM yet: RFC 9113 section 5.4.2), even after 2000 more streams. */
+static void older_open_and_server_reset_streams_stay_legal(void **state) {
+  fixture *f = setup_raw();
+  bytes in = {0}, out;
+  (void)state;
+  f->on_headers = reset_stream_5;
+  raw_frame(&in, NGHTTP2_HEADERS, F_EH, 1, get_block, sizeof(get_block));
+  raw_frame(&in, NGHTTP2_HEADERS, F_EH | F_ES, 3, get_block,
+            sizeof(get_block));
+  raw_frame(&in, NGHTTP2_HEADERS, F_EH, 5, get_block, sizeof(get_block));
+  raw_frame(&in, NGHTTP2_HEADERS, F_EH | F_ES, 1, trailer_block,
+            sizeof(trailer_block));
+  out = raw_exchange(f, &in);
+  assert_int_equal(raw_count(&out, NGHTTP2_RST_STREAM, 5,
+                             NGHTTP2_REFUSED_STREAM),
+                   1);
+  assert_int_equal(f->nreqs, 3);
+  assert_true(f->reqs[0].ended);
+  assert_true(f->reqs[2].closed);
+  bytes_free(&out);
+  raw_frame(&in, NGHTTP2_DATA, F_ES, 5, "late", 4);
+  raw_frame(&in, NGHTTP2_HEADERS, F_EH | F_ES, 5, trailer_block,
+            sizeof(trailer_block));
+  out = raw_exchange(f, &in);
+  assert_int_equal(raw_count(&out, NGHTTP2_GOAWAY, 0, UINT32_MAX), 0);
+  bytes_free(&out);
+  /* Far past the window of remembered ids, an old id is not an error.
+   * Each stream below closes within its turn, so its record is reused. */
+  assert_int_equal(grace__h2_respond(f->reqs[0].s, 200, NULL, 0, NULL, 0), 0);
+  assert_int_equal(grace__h2_respond(f->reqs[1].s, 200, NULL, 0, NULL, 0), 0);
+  out = (bytes){0};
+  collect_server(f, &out);
+  bytes_free(&out);
+  assert_int_equal(grace__h2_stream_count(f->h2), 0);
+  f->on_headers = NULL;
+  f->respond_on_end = 1;
+  for (int32_t id = 7; id < 7 + 2 * 2000; id += 2) {
+    raw_frame(&in, NGHTTP2_HEADERS, F_EH | F_ES, id, get_block,
+              sizeof(get_block));
+    to_server(f, in.p, in.len);
+    in.len = 0;
+    f->nreqs = 0;
+    out = (bytes){0};
+    collect_server(f, &out);
+    bytes_free(&out);
+  }
+  raw_frame(&in, NGHTTP2_DATA, F_ES, 5, "late", 4);
+  raw_frame(&in, NGHTTP2_HEADERS, F_EH | F_ES, 5, trailer_block,
+            sizeof(trailer_block));
+  out = raw_exchange(f, &in);
+  assert_int_equal(raw_count(&out, NGHTTP2_GOAWAY, 0, UINT32_MAX), 0);
+  assert_int_equal(grace__h2_error(f->h2), 0);
+  bytes_free(&out);
+  teardown(f);
+}
+
 static void bad_preface_is_fatal_with_goaway(void **state) {
   grace__h2 *h2;
   static const char junk[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -1773,6 +1984,10 @@ int main(void) {
       cmocka_unit_test(force_close_resets_every_stream),
       cmocka_unit_test(force_close_from_a_callback_is_safe),
       cmocka_unit_test(free_with_open_streams_reports_them_lost),
+      cmocka_unit_test(frames_on_a_closed_stream_are_stream_closed),
+      cmocka_unit_test(frames_after_the_client_reset_are_stream_closed),
+      cmocka_unit_test(lower_stream_id_that_never_opened_is_protocol_error),
+      cmocka_unit_test(older_open_and_server_reset_streams_stay_legal),
       cmocka_unit_test(bad_preface_is_fatal_with_goaway),
       cmocka_unit_test(protocol_error_after_preface_sends_goaway),
       cmocka_unit_test(random_bytes_after_preface_never_crash),
