@@ -25,6 +25,7 @@
 int main(int argc, char **argv) {
   int64_t port = 50051, loops = 0;
   grace_duration shutdown_timeout = 0;
+  bool h2_only = false;
   grace_grpc_options opts;
   grace_grpc_server *srv;
   grace_ctx *ctx = NULL;
@@ -38,6 +39,8 @@ int main(int argc, char **argv) {
   grace_flags_duration(flags, "shutdown-timeout", &shutdown_timeout,
                        "deadline of the graceful stop, then a hard stop "
                        "(0: wait for every call, as grpc-go)");
+  grace_flags_bool(flags, "h2-only", &h2_only,
+                   "serve HTTP/2 only (as grpc-go), no HTTP/1.1 fallback");
   grace_flags_int(flags, "loops", &loops,
                   "event-loop threads (0: one per core)");
   grace_flags_parse_or_exit(flags, argc, argv);
@@ -51,6 +54,7 @@ int main(int argc, char **argv) {
 
   grace_grpc_options_init(&opts);
   opts.http.loops = (unsigned)loops;
+  opts.http.h2_only = h2_only;
   rv = grace_grpc_server_new(&opts, &srv);
   if (rv != 0)
     grace_log_fatal("failed to create server: %s", grace_strerror(rv));

@@ -60,6 +60,8 @@ int main(int argc, char **argv) {
                   "largest request head (431 above)");
   grace_flags_int(flags, "max-body-bytes", &max_body,
                   "largest request body (413 above)");
+  grace_flags_bool(flags, "h2-only", &opts.h2_only,
+                   "serve HTTP/2 (prior knowledge) only, no HTTP/1.1");
   grace_flags_int(flags, "loops", &loops,
                   "event-loop threads (0: one per core)");
   grace_flags_parse_or_exit(flags, argc, argv);

@@ -111,6 +111,11 @@ typedef struct grace_http_options {
   size_t max_header_bytes;
   /* Largest request body; larger gets 413.  Default 1 MiB. */
   size_t max_body_bytes;
+  /* Serve HTTP/2 only (prior knowledge, as grpc-go and nghttpd do): a
+   * connection that does not open with the HTTP/2 client preface is a
+   * connection error (GOAWAY PROTOCOL_ERROR, RFC 9113 section 3.4)
+   * instead of an HTTP/1.1 request.  Default false: both on one port. */
+  bool h2_only;
   /* listen(2) backlog.  Default 511. */
   int backlog;
   /* Optional connection state observer and its data. */

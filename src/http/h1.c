@@ -372,6 +372,8 @@ static ssize_t h1_on_read(grace__conn *c, const uint8_t *p, size_t n) {
     size_t take = want < n ? want : n;
     memcpy(h->sniff + h->sniff_len, p, take);
     int is_h2 = grace__h2c_is_preface(h->sniff, h->sniff_len + take);
+    if (h->srv->opts.h2_only)
+      is_h2 = 1; /* the session answers a bad preface with GOAWAY */
     if (is_h2 < 0) {
       h->sniff_len = (uint8_t)(h->sniff_len + take);
       return (ssize_t)take;

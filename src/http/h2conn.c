@@ -22,7 +22,21 @@
 
 #include "http/internal.h"
 
+/* What the connection tracks of each stream it was given: the exchange
+ * (NULL before it exists, or once answered or freed) and the times the
+ * body and send timeouts are measured from. */
+typedef struct h2x {
+  grace__list link; /* in h2c->streams */
+  grace__h2_stream *s;
+  grace_http_request *req;
+  uint64_t last_rx; /* the request's last HEADERS or DATA */
+  uint64_t last_tx; /* the response's last progress */
+  size_t last_q;    /* bytes queued at the last sweep */
+  uint8_t rx_done;  /* the request ended */
+} h2x;
+
 typedef struct h2c {
+  grace__list streams; /* h2x */
   grace__conn *conn;
   grace_http_server *srv;
   grace__http_loop *hl;
@@ -54,9 +68,33 @@ static void update_idle(h2c *h) {
   } else {
     grace__conn_set_state(c, GRACE__CS_IDLE);
     if (!grace__conn_shutting_down(c) &&
-        grace__list_empty(&c->timer[0].link))
+        !grace__conn_timer_armed(c, GRACE__TL_IDLE))
       grace__conn_timer(c, GRACE__TL_IDLE);
   }
+}
+
+static uint64_t now_ms(const h2c *h) {
+  grace__loop *loop = grace__conn_get_loop(h->conn);
+  return loop != NULL ? uv_now(&loop->uv) : 0;
+}
+
+static grace_http_request *stream_req(grace__h2_stream *s) {
+  h2x *x = grace__h2_stream_data(s);
+  return x != NULL ? x->req : NULL;
+}
+
+/* Forgets the exchange of |s| (answered, freed or handed back). */
+static void stream_forget(grace__h2_stream *s) {
+  h2x *x = grace__h2_stream_data(s);
+  if (x != NULL)
+    x->req = NULL;
+}
+
+/* Arms the sweep that enforces the body and send timeouts on streams. */
+static void arm_sweep(h2c *h) {
+  grace__conn *c = h->conn;
+  if (!grace__list_empty(&h->streams) && !grace__conn_timer_armed(c, GRACE__TL_STREAM))
+    grace__conn_timer(c, GRACE__TL_STREAM);
 }
 
 /* Frees the session once no call into it is on the stack. */
@@ -116,6 +154,7 @@ static void flush(h2c *h) {
 static void on_request_headers(grace__h2_stream *s, void *user) {
   h2c *h = user;
   grace_http_server *srv = h->srv;
+  h2x *x = calloc(1, sizeof(*x));
   grace_http_request *req = grace__req_new(srv, h->hl, h->conn, h, &h2_ops);
   size_t max = srv->opts.max_header_bytes;
   const char *query = grace__h2_stream_query(s);
@@ -123,10 +162,18 @@ static void on_request_headers(grace__h2_stream *s, void *user) {
   size_t iter = 0;
   int bad = 0;
 
-  if (req == NULL) {
+  if (x == NULL || req == NULL) {
+    free(x);
+    if (req != NULL)
+      grace__req_free(req);
     grace__h2_reset(s, NGHTTP2_INTERNAL_ERROR);
     return;
   }
+  x->s = s;
+  x->last_rx = x->last_tx = now_ms(h);
+  grace__list_push(&h->streams, &x->link);
+  grace__h2_stream_set_data(s, x);
+  arm_sweep(h);
   req->is_h2 = 1;
   req->stream = s;
   req->keep_alive = 1;
@@ -164,7 +211,7 @@ static void on_request_headers(grace__h2_stream *s, void *user) {
     return;
   }
   req->is_head = strcmp(grace__h2_stream_method(s), "HEAD") == 0;
-  grace__h2_stream_set_data(s, req);
+  x->req = req;
   const grace__stream_hooks *hooks = &srv->stream_hooks;
   if (hooks->on_start != NULL) {
     /* Held by the hooks' user from now on, as by a handler. */
@@ -189,8 +236,11 @@ static void on_request_headers(grace__h2_stream *s, void *user) {
 
 static void on_data(grace__h2_stream *s, const uint8_t *data, size_t len,
                     void *user) {
-  grace_http_request *req = grace__h2_stream_data(s);
+  h2x *x = grace__h2_stream_data(s);
+  grace_http_request *req = stream_req(s);
   h2c *h = user;
+  if (x != NULL)
+    x->last_rx = now_ms(h);
   if (req != NULL && req->streaming) {
     const grace__stream_hooks *hooks = &h->srv->stream_hooks;
     hooks->on_data(req, data, len, hooks->data);
@@ -200,7 +250,7 @@ static void on_data(grace__h2_stream *s, const uint8_t *data, size_t len,
       grace__dbuf_append(&req->body, data, len,
                          req->srv->opts.max_body_bytes) != 0) {
     static const char body[] = "413 Request Entity Too Large";
-    grace__h2_stream_set_data(s, NULL);
+    stream_forget(s);
     grace__req_free(req);
     if (grace__h2_respond(s, 413, NULL, 0, body, sizeof(body) - 1) != 0)
       grace__h2_reset(s, NGHTTP2_CANCEL);
@@ -209,7 +259,10 @@ static void on_data(grace__h2_stream *s, const uint8_t *data, size_t len,
 
 static void on_request_end(grace__h2_stream *s, void *user) {
   h2c *h = user;
-  grace_http_request *req = grace__h2_stream_data(s);
+  h2x *x = grace__h2_stream_data(s);
+  grace_http_request *req = stream_req(s);
+  if (x != NULL)
+    x->rx_done = 1;
   if (req != NULL && req->streaming) {
     const grace__stream_hooks *hooks = &h->srv->stream_hooks;
     hooks->on_end(req, hooks->data);
@@ -224,12 +277,17 @@ static void on_request_end(grace__h2_stream *s, void *user) {
 
 static void on_stream_close(grace__h2_stream *s, uint32_t error_code,
                             void *user) {
-  grace_http_request *req = grace__h2_stream_data(s);
+  h2x *x = grace__h2_stream_data(s);
   h2c *h = user;
   (void)error_code;
+  if (x == NULL)
+    return;
+  grace_http_request *req = x->req;
+  grace__h2_stream_set_data(s, NULL);
+  grace__list_unlink(&x->link);
+  free(x);
   if (req == NULL)
     return;
-  grace__h2_stream_set_data(s, NULL);
   req->stream = NULL;
   if (req->streaming) {
     const grace__stream_hooks *hooks = &h->srv->stream_hooks;
@@ -247,10 +305,46 @@ static void on_stream_close(grace__h2_stream *s, uint32_t error_code,
 }
 
 static void on_send_ready(grace__h2_stream *s, void *user) {
-  grace_http_request *req = grace__h2_stream_data(s);
+  grace_http_request *req = stream_req(s);
   h2c *h = user;
   if (req != NULL && req->streaming && h->srv->stream_hooks.on_send_ready)
     h->srv->stream_hooks.on_send_ready(req, h->srv->stream_hooks.data);
+}
+
+/* The body and send timeouts of the streams (HTTP/2 has no socket-level
+ * stall to see: a stream whose body stops, or whose window the client
+ * keeps at 0, is found here).  Each one found is reset and counted. */
+static void sweep(h2c *h) {
+  grace_http_server *srv = h->srv;
+  uint64_t now = now_ms(h);
+  uint64_t body_ms = (uint64_t)(srv->opts.body_timeout / GRACE_MILLISECOND);
+  uint64_t send_ms = (uint64_t)(srv->opts.send_timeout / GRACE_MILLISECOND);
+  grace__list *it, *next;
+  h->busy++;
+  for (it = h->streams.next; it != &h->streams; it = next) {
+    h2x *x = grace__container_of(it, h2x, link);
+    next = it->next;
+    size_t q = grace__h2_stream_send_queued(x->s);
+    int cut = 0;
+    if (!x->rx_done && body_ms > 0 && now - x->last_rx >= body_ms)
+      cut = 1;
+    if (q == 0 || q < x->last_q)
+      x->last_tx = now;
+    else if (send_ms > 0 && now - x->last_tx >= send_ms)
+      cut = 1;
+    x->last_q = q;
+    if (!cut)
+      continue;
+    atomic_fetch_add(&h->conn->reg->timeouts, 1);
+    /* An exchange with its handler is counted by its cancellation. */
+    if (x->req == NULL || !x->req->with_handler)
+      atomic_fetch_add(&h->conn->reg->cut, 1);
+    grace__h2_reset(x->s, NGHTTP2_CANCEL);
+  }
+  unbusy(h);
+  flush(h);
+  if (!grace__conn_closing(h->conn) && h->h2 != NULL)
+    arm_sweep(h);
 }
 
 static const grace__h2_callbacks callbacks = {
@@ -301,7 +395,7 @@ static void h2_finish(grace_http_request *req) {
     grace__req_done(req);
     return;
   }
-  grace__h2_stream_set_data(s, NULL);
+  stream_forget(s);
   if (req->abandoned) {
     grace__h2_reset(s, NGHTTP2_CANCEL);
   } else {
@@ -359,6 +453,9 @@ static void h2_on_timer(grace__conn *c, unsigned list) {
     /* No PING ack in time: send the final GOAWAY anyway. */
     grace__h2_shutdown_timeout(h->h2);
     flush(h);
+    break;
+  case GRACE__TL_STREAM:
+    sweep(h);
     break;
   case GRACE__TL_SEND:
     /* The client stopped reading: every stream it had is cut. */
@@ -430,6 +527,7 @@ int grace__h2c_start(grace__conn *c, grace_http_server *srv,
   h->conn = c;
   h->srv = srv;
   h->hl = hl;
+  grace__list_init(&h->streams);
   memset(&opts, 0, sizeof(opts));
   opts.max_header_list = (uint32_t)srv->opts.max_header_bytes;
   /* With streaming requests (gRPC) the body is a stream of messages
@@ -498,7 +596,7 @@ static void stream_done(grace_http_request *req) {
   h2c *h = req->proto;
   grace__conn *c = req->conn;
   if (req->stream != NULL)
-    grace__h2_stream_set_data(req->stream, NULL);
+    stream_forget(req->stream);
   h->nreqs--;
   grace__conn_ref(c);
   grace__req_done(req);

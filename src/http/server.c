@@ -114,10 +114,12 @@ static int on_open(grace__loop *loop) {
   grace__conn_loop_timeout(cl, GRACE__TL_LINGER, GRACE__CONN_LINGER_MS);
   grace__conn_loop_timeout(cl, GRACE__TL_SEND, ms(srv->opts.send_timeout));
   grace__conn_loop_timeout(cl, GRACE__TL_GOAWAY, GRACE__GOAWAY_ACK_MS);
+  /* HTTP/2 streams are swept for both timeouts at the shorter one. */
+  uint64_t body = ms(srv->opts.body_timeout), send = ms(srv->opts.send_timeout);
   grace__conn_loop_timeout(cl, GRACE__TL_STREAM,
-                           ms(srv->opts.body_timeout < srv->opts.send_timeout
-                                  ? srv->opts.body_timeout
-                                  : srv->opts.send_timeout));
+                           body == 0 ? send
+                           : send == 0 ? body
+                           : body < send ? body : send);
   if (loop->index != 0)
     return 0;
   for (unsigned i = 0; i < srv->nlisteners; i++) {
@@ -403,10 +405,15 @@ int grace_http_server_shutdown_begin(grace_http_server *srv,
   pthread_mutex_lock(&srv->lock);
   while (!atomic_load(&srv->listeners_closed))
     pthread_cond_wait(&srv->cond, &srv->lock);
-  size_t nhooks = srv->nhooks;
+  /* Each hook is read under the lock: a hook (or another thread) may
+   * register more, which moves the array; those run too. */
+  for (size_t i = 0; i < srv->nhooks; i++) {
+    grace__http_hook hook = srv->hooks[i];
+    pthread_mutex_unlock(&srv->lock);
+    hook.fn(srv, hook.data);
+    pthread_mutex_lock(&srv->lock);
+  }
   pthread_mutex_unlock(&srv->lock);
-  for (size_t i = 0; i < nhooks; i++)
-    srv->hooks[i].fn(srv, srv->hooks[i].data);
   return 0;
 }
 

@@ -31,8 +31,10 @@ static const grace__conn_proto discarded = {.on_read = discard_read};
 static unsigned slot_of(unsigned list) {
   if (list == GRACE__TL_SEND)
     return 1;
-  if (list == GRACE__TL_GOAWAY || list == GRACE__TL_STREAM)
+  if (list == GRACE__TL_GOAWAY)
     return 2;
+  if (list == GRACE__TL_STREAM)
+    return 3;
   return 0;
 }
 
@@ -119,7 +121,7 @@ static grace__conn *conn_alloc(grace__conn_reg *reg,
   c->rmax = GRACE__CONN_READ_AHEAD;
   c->state = GRACE__CS_CLOSED; /* so the first set_state reports NEW */
   grace__list_init(&c->link);
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < GRACE__CONN_TIMERS; i++)
     grace__list_init(&c->timer[i].link);
   grace__list_init(&c->post.link);
   atomic_fetch_add(&reg->nconns, 1);
@@ -258,7 +260,7 @@ void grace__conn_close(grace__conn *c) {
   if (c->flags & GRACE__CF_CLOSED)
     return;
   c->flags |= GRACE__CF_CLOSED;
-  for (unsigned i = 0; i < 3; i++)
+  for (unsigned i = 0; i < GRACE__CONN_TIMERS; i++)
     grace__list_unlink(&c->timer[i].link);
   if (c->flags & GRACE__CF_HANDLE_OPEN) {
     c->flags &= ~(uint32_t)GRACE__CF_HANDLE_OPEN;
@@ -299,8 +301,8 @@ static void finish_end(grace__conn *c) {
   free(c->rp);
   c->rp = NULL;
   c->rlen = c->rcap = 0;
-  grace__list_unlink(&c->timer[1].link);
-  grace__list_unlink(&c->timer[2].link);
+  for (unsigned i = 1; i < GRACE__CONN_TIMERS; i++)
+    grace__list_unlink(&c->timer[i].link);
   grace__conn_timer(c, GRACE__TL_LINGER);
   set_events(c, UV_READABLE);
 }
@@ -313,6 +315,7 @@ void grace__conn_end(grace__conn *c, int linger) {
     c->flags |= GRACE__CF_LINGER;
   grace__list_unlink(&c->timer[0].link);
   grace__list_unlink(&c->timer[2].link);
+  grace__list_unlink(&c->timer[3].link);
   if (grace__conn_queued(c) == 0)
     finish_end(c);
   else
@@ -711,6 +714,10 @@ void grace__conn_timer(grace__conn *c, unsigned list) {
   if (c->cl == NULL || (c->flags & GRACE__CF_CLOSED))
     return;
   grace__loop_tlist_add(c->cl->loop, list, &c->timer[slot_of(list)]);
+}
+
+int grace__conn_timer_armed(const grace__conn *c, unsigned list) {
+  return !grace__list_empty(&c->timer[slot_of(list)].link);
 }
 
 void grace__conn_timer_stop(grace__conn *c, unsigned list) {

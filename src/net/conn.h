@@ -39,7 +39,7 @@ typedef struct grace__conn_loop grace__conn_loop;
 typedef struct grace__conn_reg grace__conn_reg;
 
 /* The deadline lists of a loop, shared by every connection on it.  Each
- * list belongs to one of a connection's three timer slots. */
+ * list belongs to one of a connection's timer slots. */
 enum {
   GRACE__TL_HEADER = 0, /* read slot: a request's head is being read */
   GRACE__TL_IDLE,       /* read slot: keep-alive, waiting */
@@ -108,6 +108,10 @@ struct grace__conn_loop {
   int closing;       /* everything is being closed */
 };
 
+/* Timer slots of a connection: read (header, idle, body, linger), send,
+ * and two for the protocol (GOAWAY, stream sweep). */
+#define GRACE__CONN_TIMERS 4
+
 /* Connection flags. */
 enum {
   GRACE__CF_MEM = 1 << 0,        /* no socket: grace__conn_new_mem */
@@ -129,7 +133,7 @@ struct grace__conn {
   grace__conn_loop *cl; /* NULL for a memory connection */
   grace__conn_reg *reg;
   grace__list link;     /* in cl->conns */
-  grace__tnode timer[3];/* read, send, protocol slots */
+  grace__tnode timer[GRACE__CONN_TIMERS]; /* read, send, protocol x2 */
   grace__post post;     /* hand-over to the owning loop, deferred resume */
   const grace__conn_proto *proto;
   void *pdata;          /* the protocol's state */
@@ -251,6 +255,8 @@ int grace__conn_closing(const grace__conn *c);
  * disarm removes whatever list that slot is in. */
 void grace__conn_timer(grace__conn *c, unsigned list);
 void grace__conn_timer_stop(grace__conn *c, unsigned list);
+/* 1 while the slot of |list| holds a deadline (of any of its lists). */
+int grace__conn_timer_armed(const grace__conn *c, unsigned list);
 
 /* Sets the state reported to the registry (NEW, ACTIVE, IDLE). */
 void grace__conn_set_state(grace__conn *c, int state);
