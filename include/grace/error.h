@@ -33,6 +33,7 @@ extern "C" {
 #define GRACE_EPIPE (-EPIPE)           /* broken pipe */
 #define GRACE_ENOENT (-ENOENT)         /* no such entry */
 #define GRACE_EPROTO (-EPROTO)         /* the peer broke the protocol */
+#define GRACE_EAGAIN (-EAGAIN)         /* not now: full, try when told */
 
 /* grace's own errors, below every errno value. */
 #define GRACE_ERR_BASE (-10000)

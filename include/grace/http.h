@@ -40,6 +40,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/socket.h>
 #include <uv.h>
 
 #include "grace/context.h"
@@ -354,6 +355,139 @@ GRACE_EXTERN void grace_http_request_abandon(grace_http_request *req);
  */
 GRACE_EXTERN int grace_http_run_blocking(grace_http_request *req,
                                          grace_http_handler fn, void *data);
+
+/* ---- Exchanges that stream ----------------------------------------------
+ *
+ * The same exchange on HTTP/1.1 and HTTP/2: the library alone writes the
+ * framing (Content-Length, Transfer-Encoding: chunked, Connection; HTTP/2
+ * DATA frames and END_STREAM), and applies the status rules (no body for
+ * HEAD, 204 and 304; a status outside 200..599 is answered 500) the same
+ * way on both.  Every write is accepted, or refused for now with
+ * GRACE_EAGAIN and followed by the writable callback, or fails with an
+ * error the caller sees: nothing is dropped, and a client that does not
+ * read costs a bounded amount of memory (its writes wait, and the send
+ * timeout cuts it).
+ *
+ * The functions below run on the request's loop thread (in the handler,
+ * or from a timer or callback on grace_http_request_loop(req)), except
+ * grace_http_response_write_wait and grace_http_response_end, which any
+ * thread may call.
+ */
+
+/*
+ * Walks the request's header fields in the order received, several values
+ * of one name included: start with |*iter| 0; each call stores the next
+ * field (borrowed from |req|; HTTP/2 names are lower case) and returns 1,
+ * or returns 0 when there are no more.
+ */
+GRACE_EXTERN int grace_http_request_header_next(grace_http_request *req,
+                                                size_t *iter,
+                                                const char **name,
+                                                const char **value);
+
+/*
+ * Copies the client's address into |addr| (at most |*len| bytes) and
+ * stores its length in |*len|.  Returns 0, or GRACE_ENOENT when it is not
+ * known (a socket that closed before it was read).
+ */
+GRACE_EXTERN int grace_http_request_peer(grace_http_request *req,
+                                         struct sockaddr *addr,
+                                         socklen_t *len);
+
+/*
+ * Starts a streamed answer: the status line and the headers added so far
+ * go out now, and the body follows with grace_http_response_write.  Its
+ * length is not known: HTTP/1.1 sends it chunked, HTTP/1.0 until the
+ * connection closes, HTTP/2 in DATA frames.  Returns 0, GRACE_ESTATE
+ * (started already), GRACE_ECLOSED (the client is gone), GRACE_ENOMEM.
+ */
+GRACE_EXTERN int grace_http_response_start(grace_http_request *req,
+                                           int status);
+
+/*
+ * Writes |len| bytes of body (copied), starting the answer with 200 if it
+ * was not started.  Returns:
+ *
+ * 0              accepted
+ * GRACE_EAGAIN   not now: nothing was taken; the writable callback
+ *                (grace_http_response_on_writable) runs when it may go on
+ * GRACE_ECLOSED  the client is gone or the request was cancelled
+ * GRACE_ESTATE   the answer has ended
+ * GRACE_ENOMEM   out of memory
+ *
+ * For HEAD, 204 and 304 the bytes are accepted and not sent.
+ */
+GRACE_EXTERN int grace_http_response_write(grace_http_request *req,
+                                           const void *data, size_t len);
+
+/*
+ * Sets the callback that runs (once per GRACE_EAGAIN, on the loop thread)
+ * when writing may go on.  NULL removes it.
+ */
+GRACE_EXTERN void grace_http_response_on_writable(grace_http_request *req,
+                                                  grace_http_handler cb,
+                                                  void *data);
+
+/*
+ * From any thread but the loop's: writes |len| bytes (copied), waiting
+ * while the client is slow, until they are accepted, the client is gone
+ * (GRACE_ECLOSED), or |ctx| is done (its error; nothing was taken then).
+ * |ctx| NULL waits without limit (the send timeout still ends a client
+ * that never reads).  Returns 0 or one of those errors, or GRACE_ESTATE
+ * when called on the loop thread.
+ */
+GRACE_EXTERN int grace_http_response_write_wait(grace_http_request *req,
+                                                const void *data, size_t len,
+                                                grace_ctx *ctx);
+
+/*
+ * Adds a trailer field sent after a streamed body (HTTP/1.1 chunked
+ * trailers, HTTP/2 trailing HEADERS); copied.  Before
+ * grace_http_response_end.  Returns 0, GRACE_EINVAL, GRACE_ENOMEM.
+ */
+GRACE_EXTERN int grace_http_response_trailer(grace_http_request *req,
+                                             const char *name,
+                                             const char *value);
+
+/*
+ * Ends the answer: a streamed body ends (with its trailers); an answer
+ * never started is sent with an empty body and the status set by
+ * grace_http_response_start (200 if none).  Any thread.  |req| is invalid
+ * afterwards.  Returns 0.
+ */
+GRACE_EXTERN int grace_http_response_end(grace_http_request *req);
+
+/* A piece of a streamed request body, on the loop thread: |len| bytes
+ * (borrowed for the call), |end| 1 with the last piece (possibly empty).
+ * Returning nonzero pauses the body: nothing more is delivered, and the
+ * client is paused by flow control, until grace_http_request_resume. */
+typedef int (*grace_http_body_cb)(grace_http_request *req, const void *data,
+                                  size_t len, int end, void *user);
+
+/*
+ * Like grace_http_server_handle, but |handler| runs as soon as the request
+ * head is in, and its body is not buffered: the handler reads it with
+ * grace_http_request_read as it arrives.  max_body_bytes still bounds it
+ * (413 before the handler for a larger Content-Length; a chunked body that
+ * grows past it cancels the request); the body timeout applies while the
+ * handler reads.
+ */
+GRACE_EXTERN int grace_http_server_handle_stream(grace_http_server *srv,
+                                                 const char *pattern,
+                                                 grace_http_handler handler,
+                                                 void *data);
+
+/*
+ * Starts delivering the body of a request of a streaming route to |cb|
+ * (first call), or sets a new callback.  Pieces that arrived already are
+ * delivered from the loop, never from inside this call.  Returns 0, or
+ * GRACE_ESTATE (not a streaming route).
+ */
+GRACE_EXTERN int grace_http_request_read(grace_http_request *req,
+                                         grace_http_body_cb cb, void *user);
+
+/* Delivers the body again after |cb| returned nonzero. */
+GRACE_EXTERN void grace_http_request_resume(grace_http_request *req);
 
 /* The reason phrase of |status| ("OK", "Not Found"), or "". */
 GRACE_EXTERN const char *grace_http_status_text(int status);

@@ -46,6 +46,8 @@ typedef struct h1 {
   uint32_t name_off;       /* where the header name being read starts */
   uint8_t te_seen;         /* Transfer-Encoding fields seen */
   uint8_t prev_lf;         /* the last head byte scanned was LF */
+  uint8_t body_open;       /* a streamed body is still being read */
+  uint64_t streamed;       /* bytes of it delivered so far */
   int te_status;           /* a Transfer-Encoding we refuse: its status */
 } h1;
 
@@ -189,37 +191,24 @@ static void go_idle(h1 *h) {
 }
 
 /* The handler answered |req| (ops->finish); on the loop thread. */
-static void h1_finish(grace_http_request *req) {
-  h1 *h = req->proto;
-  grace__conn *c = req->conn;
+/* Whether the answer to |req| closes the connection.  During shutdown
+ * the last answer carries Connection: close; a request already pipelined
+ * behind it is served first.  A body the handler did not read to its end
+ * leaves the connection unreadable. */
+static int must_close(const h1 *h, const grace_http_request *req) {
+  return !req->keep_alive || h->eof || h->body_open ||
+         (grace__conn_shutting_down(h->conn) && !input_pending(h));
+}
 
-  if (grace__conn_closing(c)) {
-    /* Cancelled: the client went away or the server was closed. */
-    if (h->req == req)
-      h->req = NULL;
-    grace__req_done(req);
-    return;
-  }
-  h->req = NULL;
-  if (req->abandoned) {
-    grace__req_done(req);
-    grace__conn_close(c);
-    return;
-  }
-  /* During shutdown the last answer carries Connection: close; a request
-   * already pipelined behind it is served first. */
+/* The answer to |req| is written: the next request, idle, or the end. */
+static void after_answer(h1 *h, grace_http_request *req, int close) {
+  grace__conn *c = h->conn;
   int pending = input_pending(h);
-  int close = !req->keep_alive || h->eof ||
-              (grace__conn_shutting_down(c) && !pending);
-  int rv = write_answer(h, req, close);
+  h->req = NULL;
   grace__req_done(req);
-  if (rv != 0) {
-    grace__conn_close(c);
-    return;
-  }
   if (close) {
     h->phase = P_DEAD;
-    grace__conn_end(c, pending);
+    grace__conn_end(c, pending || h->body_open);
     return;
   }
   h->phase = P_IDLE;
@@ -237,7 +226,142 @@ static void h1_finish(grace_http_request *req) {
     grace__conn_resume(c);
 }
 
-static const grace__exch_ops h1_ops = {.finish = h1_finish};
+/* The exchange is gone (client left, server closed): free it. */
+static int drop_if_gone(h1 *h, grace_http_request *req) {
+  if (!grace__conn_closing(req->conn))
+    return 0;
+  if (h->req == req)
+    h->req = NULL;
+  grace__req_done(req);
+  return 1;
+}
+
+static void h1_finish(grace_http_request *req) {
+  h1 *h = req->proto;
+  if (drop_if_gone(h, req))
+    return;
+  if (req->abandoned) {
+    h->req = NULL;
+    grace__req_done(req);
+    grace__conn_close(h->conn);
+    return;
+  }
+  int close = must_close(h, req);
+  if (write_answer(h, req, close) != 0) {
+    h->req = NULL;
+    grace__req_done(req);
+    grace__conn_close(h->conn);
+    return;
+  }
+  after_answer(h, req, close);
+}
+
+/* A streamed answer: the head, with chunked framing on HTTP/1.1 and a
+ * body that runs to the close on HTTP/1.0. */
+static int h1_start(grace_http_request *req) {
+  h1 *h = req->proto;
+  int status = grace__req_status(req);
+  const char *name, *value;
+  size_t iter = 0;
+  grace__dbuf out = {0};
+  char line[256];
+  int n, rv = 0;
+  const size_t max = 1u << 20;
+
+  req->resp_no_body = (uint8_t)(req->is_head || grace__status_no_body(status));
+  req->resp_chunked = (uint8_t)(!grace__status_no_body(status) && req->minor == 1);
+  req->resp_close = (uint8_t)(must_close(h, req) ||
+                              (!req->resp_chunked && !grace__status_no_body(status)));
+  n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\nDate: %s\r\n%s%s", status,
+               grace_http_status_text(status),
+               h->hl != NULL ? grace__date_header(h->hl) : "",
+               req->resp_chunked ? "Transfer-Encoding: chunked\r\n" : "",
+               req->resp_close ? "Connection: close\r\n" : "");
+  rv |= grace__dbuf_append(&out, line, (size_t)n, max);
+  while (grace__req_resp_next(req, &iter, &name, &value)) {
+    rv |= grace__dbuf_append(&out, name, strlen(name), max);
+    rv |= grace__dbuf_append(&out, ": ", 2, max);
+    rv |= grace__dbuf_append(&out, value, strlen(value), max);
+    rv |= grace__dbuf_append(&out, "\r\n", 2, max);
+  }
+  rv |= grace__dbuf_append(&out, "\r\n", 2, max);
+  if (rv == 0)
+    rv = grace__conn_write(h->conn, out.p, out.len);
+  else
+    rv = GRACE_ENOMEM;
+  grace__dbuf_free(&out);
+  return rv;
+}
+
+static int h1_write(grace_http_request *req, const void *p, size_t n) {
+  h1 *h = req->proto;
+  grace__conn *c = h->conn;
+  if (req->resp_no_body)
+    return 0;
+  if (grace__conn_queued(c) > GRACE__WRITE_HIGH)
+    return GRACE_EAGAIN;
+  if (req->resp_chunked) {
+    char size[24];
+    int len = snprintf(size, sizeof(size), "%zx\r\n", n);
+    int rv = grace__conn_write(c, size, (size_t)len);
+    if (rv == 0)
+      rv = grace__conn_write(c, p, n);
+    if (rv == 0)
+      rv = grace__conn_write(c, "\r\n", 2);
+    return rv == 0 ? 0 : GRACE_ECLOSED;
+  }
+  return grace__conn_write(c, p, n) == 0 ? 0 : GRACE_ECLOSED;
+}
+
+static void h1_end(grace_http_request *req) {
+  h1 *h = req->proto;
+  const char *name, *value;
+  size_t iter = 0;
+  if (drop_if_gone(h, req))
+    return;
+  if (req->resp_chunked) {
+    int rv = grace__conn_write(h->conn, "0\r\n", 3);
+    while (rv == 0 && grace__req_trailer_next(req, &iter, &name, &value)) {
+      rv |= grace__conn_write(h->conn, name, strlen(name));
+      rv |= grace__conn_write(h->conn, ": ", 2);
+      rv |= grace__conn_write(h->conn, value, strlen(value));
+      rv |= grace__conn_write(h->conn, "\r\n", 2);
+    }
+    if (rv == 0)
+      rv = grace__conn_write(h->conn, "\r\n", 2);
+    if (rv != 0) {
+      h->req = NULL;
+      grace__req_done(req);
+      return;
+    }
+  }
+  after_answer(h, req, req->resp_close || must_close(h, req));
+}
+
+static ssize_t feed_body(h1 *h, const uint8_t *p, size_t n);
+
+/* The handler reads its streamed body: what the transport holds is
+ * offered again, or the end is delivered if the body is over. */
+static void h1_read_body(grace_http_request *req) {
+  h1 *h = req->proto;
+  if (grace__conn_closing(h->conn))
+    return;
+  if (!h->body_open) {
+    if (!req->body_ended)
+      grace__req_deliver(req, "", 0, 1);
+    return;
+  }
+  grace__conn_timer(h->conn, GRACE__TL_BODY);
+  grace__conn_resume(h->conn);
+}
+
+static const grace__exch_ops h1_ops = {
+    .finish = h1_finish,
+    .start = h1_start,
+    .write = h1_write,
+    .end = h1_end,
+    .read_body = h1_read_body,
+};
 
 /* ---- reading ---------------------------------------------------------------- */
 
@@ -262,6 +386,7 @@ static int begin_body(h1 *h) {
     dispatch(h);
     return 0;
   }
+  int stream = grace__req_streams_body(req);
   if (length > h->srv->opts.max_body_bytes)
     return 413;
   grace__h1_body_init(&h->body, chunked, length,
@@ -276,7 +401,57 @@ static int begin_body(h1 *h) {
     /* Through the write queue: a full socket delays it, never cuts it. */
     (void)grace__conn_write(h->conn, cont, sizeof(cont) - 1);
   }
+  if (stream) {
+    /* The handler gets the request now and reads the body itself; the
+     * body timeout runs while it reads. */
+    h->body_open = 1;
+    h->streamed = 0;
+    grace__conn_timer_stop(h->conn, GRACE__TL_BODY);
+    dispatch(h);
+  }
   return 0;
+}
+
+/* Reads a streamed body into its handler's callback, as far as the
+ * handler takes it.  Returns the bytes used, or -1 when the framing is
+ * broken (the request is cancelled and the connection ends). */
+static ssize_t feed_body(h1 *h, const uint8_t *p, size_t n) {
+  grace_http_request *req = h->req;
+  size_t off = 0;
+  while (h->body_open && !grace__conn_closing(h->conn)) {
+    size_t used;
+    const uint8_t *data;
+    size_t len;
+    if (req->on_body == NULL || req->body_paused) {
+      grace__conn_timer_stop(h->conn, GRACE__TL_BODY);
+      break; /* the handler is not reading: the peer waits */
+    }
+    if (off == n && !h->body.done)
+      break;
+    int rv = grace__h1_body_next(&h->body, p + off, n - off, &used, &data,
+                                 &len);
+    h->streamed += len;
+    if (rv < 0 || h->streamed > h->srv->opts.max_body_bytes) {
+      /* Broken framing, or a chunked body past max_body_bytes. */
+      h->body_open = 0;
+      grace__req_cancel(req);
+      grace__conn_end(h->conn, 1);
+      return -1;
+    }
+    off += used;
+    if (used > 0)
+      grace__conn_timer(h->conn, GRACE__TL_BODY);
+    if (rv == GRACE__H1_BODY_DONE) {
+      h->body_open = 0;
+      grace__conn_timer_stop(h->conn, GRACE__TL_BODY);
+      h->avail = n - off;
+      grace__req_deliver(req, data, len, 1);
+      break;
+    }
+    if (len > 0)
+      grace__req_deliver(req, data, len, 0);
+  }
+  return (ssize_t)off;
 }
 
 static ssize_t read_body(h1 *h, const uint8_t *p, size_t n) {
@@ -402,6 +577,17 @@ static ssize_t h1_on_read(grace__conn *c, const uint8_t *p, size_t n) {
   h->in_read = 1;
   while (off < n && !grace__conn_closing(c) && !h->waiting_flush) {
     ssize_t used;
+    if (h->phase == P_HANDLER && h->body_open) {
+      used = feed_body(h, p + off, n - off);
+      if (used < 0) {
+        h->in_read = 0;
+        return -1;
+      }
+      off += (size_t)used;
+      if (h->body_open)
+        break; /* paused, or waiting for more */
+      continue;
+    }
     if (h->phase == P_HANDLER || h->phase == P_DEAD)
       break;
     if (h->phase == P_BODY)
@@ -440,6 +626,10 @@ static void h1_on_eof(grace__conn *c) {
 
 static void h1_on_flushed(grace__conn *c) {
   h1 *h = c->pdata;
+  if (h->phase == P_HANDLER && h->req != NULL && h->req->want_writable) {
+    grace__req_writable(h->req);
+    return;
+  }
   if (!h->waiting_flush)
     return;
   h->waiting_flush = 0;
@@ -457,6 +647,12 @@ static void h1_on_timer(grace__conn *c, unsigned list) {
   case GRACE__TL_BODY:
     /* The client stopped sending its body (nginx's client_body_timeout):
      * the request is cut. */
+    if (h->phase == P_HANDLER && h->req != NULL) {
+      /* A handler reads it: its request is cancelled (and so counted). */
+      atomic_fetch_add(&c->reg->timeouts, 1);
+      grace__conn_close(c);
+      break;
+    }
     grace__conn_count_cut(c, 1);
     send_error(h, 408);
     break;

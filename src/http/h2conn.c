@@ -213,6 +213,13 @@ static void on_request_headers(grace__h2_stream *s, void *user) {
   req->is_head = strcmp(grace__h2_stream_method(s), "HEAD") == 0;
   x->req = req;
   const grace__stream_hooks *hooks = &srv->stream_hooks;
+  if (hooks->on_start == NULL && grace__req_streams_body(req)) {
+    /* The handler reads the body as it arrives: it gets the request now. */
+    req->complete = 1;
+    h->nreqs++;
+    grace__req_dispatch(req);
+    return;
+  }
   if (hooks->on_start != NULL) {
     /* Held by the hooks' user from now on, as by a handler. */
     req->streaming = 1;
@@ -241,6 +248,18 @@ static void on_data(grace__h2_stream *s, const uint8_t *data, size_t len,
   h2c *h = user;
   if (x != NULL)
     x->last_rx = now_ms(h);
+  if (req != NULL && req->stream_body) {
+    /* A handler reads this body: what it does not take now is held, and
+     * the stream's window stays closed until it is taken (the client is
+     * paused by flow control, so at most one window is held). */
+    if (req->held.len == 0 && grace__req_deliver(req, data, len, 0)) {
+      grace__h2_stream_consume(s, len);
+    } else if (grace__dbuf_append(&req->held, data, len, UINT32_MAX) != 0) {
+      grace__h2_reset(s, NGHTTP2_INTERNAL_ERROR);
+    }
+    return;
+  }
+  grace__h2_stream_consume(s, len);
   if (req != NULL && req->streaming) {
     const grace__stream_hooks *hooks = &h->srv->stream_hooks;
     hooks->on_data(req, data, len, hooks->data);
@@ -263,6 +282,11 @@ static void on_request_end(grace__h2_stream *s, void *user) {
   grace_http_request *req = stream_req(s);
   if (x != NULL)
     x->rx_done = 1;
+  if (req != NULL && req->stream_body) {
+    if (req->held.len > 0 || !grace__req_deliver(req, "", 0, 1))
+      req->held_end = 1;
+    return;
+  }
   if (req != NULL && req->streaming) {
     const grace__stream_hooks *hooks = &h->srv->stream_hooks;
     hooks->on_end(req, hooks->data);
@@ -307,6 +331,10 @@ static void on_stream_close(grace__h2_stream *s, uint32_t error_code,
 static void on_send_ready(grace__h2_stream *s, void *user) {
   grace_http_request *req = stream_req(s);
   h2c *h = user;
+  if (req != NULL && !req->streaming) {
+    grace__req_writable(req);
+    return;
+  }
   if (req != NULL && req->streaming && h->srv->stream_hooks.on_send_ready)
     h->srv->stream_hooks.on_send_ready(req, h->srv->stream_hooks.data);
 }
@@ -413,7 +441,90 @@ static void h2_finish(grace_http_request *req) {
   grace__conn_unref(c);
 }
 
-static const grace__exch_ops h2_ops = {.finish = h2_finish};
+static int h2_start(grace_http_request *req) {
+  h2c *h = req->proto;
+  grace__h2_header *fields = NULL;
+  size_t n = 0;
+  int status = grace__req_status(req);
+  if (req->stream == NULL || h->h2 == NULL)
+    return GRACE_ECLOSED;
+  req->resp_no_body = (uint8_t)(req->is_head || grace__status_no_body(status));
+  if (answer_headers(req, &fields, &n) != 0)
+    return GRACE_ENOMEM;
+  int rv = grace__h2_respond_headers(req->stream, status, fields, n);
+  free(fields);
+  flush(h);
+  return rv;
+}
+
+static int h2_write(grace_http_request *req, const void *p, size_t n) {
+  h2c *h = req->proto;
+  if (req->resp_no_body)
+    return 0;
+  if (req->stream == NULL || h->h2 == NULL)
+    return GRACE_ECLOSED;
+  int rv = grace__h2_send_data(req->stream, p, n, 0);
+  flush(h);
+  return rv == GRACE_EBUSY ? GRACE_EAGAIN : rv;
+}
+
+static void h2_end(grace_http_request *req) {
+  h2c *h = req->proto;
+  grace__h2_stream *s = req->stream;
+  h->nreqs--;
+  if (!grace__conn_closing(h->conn) && s != NULL && h->h2 != NULL) {
+    stream_forget(s);
+    int rv;
+    if (req->ntrailers > 0) {
+      grace__h2_header *t = calloc(req->ntrailers, sizeof(*t));
+      size_t iter = 0, n = 0;
+      if (t == NULL) {
+        rv = GRACE_ENOMEM;
+      } else {
+        while (grace__req_trailer_next(req, &iter, &t[n].name, &t[n].value))
+          n++;
+        rv = grace__h2_send_trailers(s, t, n);
+        free(t);
+      }
+    } else {
+      rv = grace__h2_send_data(s, NULL, 0, 1);
+    }
+    if (rv != 0)
+      grace__h2_reset(s, NGHTTP2_INTERNAL_ERROR);
+  }
+  grace__conn *c = h->conn;
+  grace__conn_ref(c);
+  grace__req_done(req);
+  flush(h);
+  grace__conn_unref(c);
+}
+
+/* The handler reads its streamed body: what arrived meanwhile first, and
+ * the window it held closed is opened again as it is taken. */
+static void h2_read_body(grace_http_request *req) {
+  h2c *h = req->proto;
+  if (req->stream == NULL || h->h2 == NULL || req->body_paused)
+    return;
+  if (req->held.len > 0) {
+    size_t n = req->held.len;
+    if (!grace__req_deliver(req, req->held.p, n, 0))
+      return;
+    grace__dbuf_free(&req->held);
+    if (req->stream != NULL)
+      grace__h2_stream_consume(req->stream, n);
+    flush(h);
+  }
+  if (req->held_end && !req->body_paused && !req->body_ended)
+    grace__req_deliver(req, "", 0, 1);
+}
+
+static const grace__exch_ops h2_ops = {
+    .finish = h2_finish,
+    .start = h2_start,
+    .write = h2_write,
+    .end = h2_end,
+    .read_body = h2_read_body,
+};
 
 /* ---- the protocol ------------------------------------------------------------ */
 
@@ -535,6 +646,9 @@ int grace__h2c_start(grace__conn *c, grace_http_server *srv,
    * max_body_bytes in on_data. */
   opts.max_request_body =
       srv->stream_hooks.on_start != NULL ? 0 : srv->opts.max_body_bytes;
+  /* Stream windows open as the application takes what arrived, so a
+   * handler that does not read its body pauses its client. */
+  opts.manual_consume = 1;
   int rv = grace__h2_new(&callbacks, h, &opts, &h->h2);
   if (rv != 0) {
     free(h);

@@ -51,6 +51,7 @@ typedef struct grace__http_route {
   char *pattern;
   size_t len;
   int subtree;
+  int stream; /* the handler reads the body as it arrives */
   grace_http_handler handler;
   void *data;
 } grace__http_route;
@@ -74,11 +75,23 @@ typedef struct grace__http_loop {
   int64_t date_sec;
 } grace__http_loop;
 
-/* What the protocol under an exchange does with its answer. */
+typedef struct grace__wait_write grace__wait_write;
+
+/* What the protocol under an exchange does with it; on the loop thread. */
 typedef struct grace__exch_ops {
-  /* The handler answered (or abandoned) |req|; on the loop thread.  The
-   * protocol sends the answer and frees |req|. */
+  /* The handler answered (or abandoned) |req| at once: the protocol sends
+   * the whole answer and frees |req|. */
   void (*finish)(grace_http_request *req);
+  /* A streamed answer: the head goes out (req->status, the fields). */
+  int (*start)(grace_http_request *req);
+  /* |n| bytes of body: 0, GRACE_EAGAIN (nothing taken; the protocol calls
+   * grace__req_writable when it may go on), or an error. */
+  int (*write)(grace_http_request *req, const void *p, size_t n);
+  /* The streamed answer ends (trailers); the protocol frees |req|. */
+  void (*end)(grace_http_request *req);
+  /* The handler reads (or resumes reading) a streamed body: deliver what
+   * is held, then go on reading. */
+  void (*read_body)(grace_http_request *req);
 } grace__exch_ops;
 
 struct grace_http_request {
@@ -118,6 +131,28 @@ struct grace_http_request {
   _Atomic(grace_ctx *) ctx;
   grace_http_handler on_cancel;
   void *on_cancel_data;
+  const struct grace__http_route *route;
+  uint8_t routed;
+  /* a streamed answer */
+  uint8_t resp_started;
+  uint8_t resp_ended;
+  uint8_t resp_chunked;    /* HTTP/1.1: chunked framing */
+  uint8_t resp_no_body;    /* HEAD, 204, 304: writes are not sent */
+  uint8_t resp_close;      /* HTTP/1.x: close after it */
+  uint8_t want_writable;   /* a write got GRACE_EAGAIN */
+  grace_http_handler on_writable;
+  void *on_writable_data;
+  grace__wait_write *wait; /* a write from another thread, pending */
+  grace__dbuf trailers;    /* name\0value\0 ... */
+  uint16_t ntrailers;
+  /* a streamed body */
+  uint8_t stream_body;
+  uint8_t body_paused;
+  uint8_t body_ended;      /* its end was delivered */
+  grace_http_body_cb on_body;
+  void *on_body_data;
+  grace__dbuf held;        /* HTTP/2: arrived while paused */
+  uint8_t held_end;
 };
 
 struct grace_http_server {
@@ -191,6 +226,22 @@ void grace__req_done(grace_http_request *req);
  * runs the cancel callback (which may answer and free |req|). */
 void grace__req_cancel(grace_http_request *req);
 void grace__req_finish_head(grace_http_request *req, const char *method);
+/* The route of |req| (found once), NULL for none (404). */
+const struct grace__http_route *grace__req_route(grace_http_request *req);
+/* 1 when the route of |req| reads its body as it arrives. */
+int grace__req_streams_body(grace_http_request *req);
+/* Writing may go on: retries a waiting write or runs on_writable. */
+void grace__req_writable(grace_http_request *req);
+/* Fails a write waiting from another thread (the exchange is gone). */
+void grace__req_fail_wait(grace_http_request *req);
+/* Hands a piece of a streamed body to the handler's callback.  Returns 1
+ * when it was taken, 0 when the handler is not reading (not yet, or
+ * paused): the protocol holds it and pauses the peer. */
+int grace__req_deliver(grace_http_request *req, const void *p, size_t n,
+                       int end);
+/* Walks the trailers of a streamed answer. */
+int grace__req_trailer_next(const grace_http_request *req, size_t *iter,
+                            const char **name, const char **value);
 /* The status the answer goes out with: 500 in place of one HTTP cannot
  * carry as a final status (below 200 or above 599), on both versions. */
 int grace__req_status(const grace_http_request *req);

@@ -1,8 +1,12 @@
 /*
  * Requests: storage, accessors, routing, and the response bytes.
  */
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -64,6 +68,8 @@ grace_http_request *grace__req_new(grace_http_server *srv,
 }
 
 void grace__req_free(grace_http_request *req) {
+  grace__req_fail_wait(req);
+  grace__dbuf_free(&req->trailers);
   grace__dbuf_free(&req->head);
   grace__dbuf_free(&req->body);
   grace__dbuf_free(&req->resp_fields);
@@ -88,6 +94,7 @@ void grace__req_cancel(grace_http_request *req) {
   if (atomic_exchange(&req->cancelled, 1))
     return;
   atomic_fetch_add(&req->srv->reg.cut, 1);
+  grace__req_fail_wait(req);
   grace_ctx *ctx = atomic_load(&req->ctx);
   if (ctx != NULL)
     grace_ctx_cancel(ctx);
@@ -491,13 +498,10 @@ const char *grace__date_header(grace__http_loop *hl) {
 
 /* ---- routing ------------------------------------------------------------ */
 
-void grace__req_dispatch(grace_http_request *req) {
+const grace__http_route *grace__req_route(grace_http_request *req) {
   grace_http_server *srv = req->srv;
-  req->with_handler = 1;
-  if (req->conn != NULL)
-    grace__conn_ref(req->conn);
-  atomic_fetch_add(&srv->st_requests, 1);
-  atomic_fetch_add(&srv->st_inflight, 1);
+  if (req->routed)
+    return req->route;
   const char *path = grace_http_request_path(req);
   size_t plen = strlen(path);
   const grace__http_route *best = NULL;
@@ -510,10 +514,321 @@ void grace__req_dispatch(grace_http_request *req) {
     if (match && (best == NULL || r->len > best->len))
       best = r;
   }
+  req->routed = 1;
+  req->route = best;
+  return best;
+}
+
+int grace__req_streams_body(grace_http_request *req) {
+  const grace__http_route *r = grace__req_route(req);
+  return r != NULL && r->stream;
+}
+
+void grace__req_dispatch(grace_http_request *req) {
+  grace_http_server *srv = req->srv;
+  req->with_handler = 1;
+  if (req->conn != NULL)
+    grace__conn_ref(req->conn);
+  atomic_fetch_add(&srv->st_requests, 1);
+  atomic_fetch_add(&srv->st_inflight, 1);
+  const grace__http_route *best = grace__req_route(req);
   if (best == NULL) {
     static const char nf[] = "404 page not found\n";
     grace_http_respond(req, 404, nf, sizeof(nf) - 1);
     return;
   }
+  req->stream_body = (uint8_t)best->stream;
   best->handler(req, best->data);
+}
+
+/* ---- exchanges that stream ----------------------------------------------- */
+
+int grace_http_request_header_next(grace_http_request *req, size_t *iter,
+                                   const char **name, const char **value) {
+  size_t at = req->headers_off + *iter;
+  if (at >= req->headers_end)
+    return 0;
+  const char *p = req->head.p + at;
+  size_t nl = strlen(p);
+  *name = p;
+  *value = p + nl + 1;
+  *iter += nl + 1 + strlen(*value) + 1;
+  return 1;
+}
+
+int grace_http_request_peer(grace_http_request *req, struct sockaddr *addr,
+                            socklen_t *len) {
+  grace__conn *c = req->conn;
+  if (c == NULL || c->peer_len == 0)
+    return GRACE_ENOENT;
+  socklen_t n = c->peer_len < *len ? c->peer_len : *len;
+  memcpy(addr, &c->peer, n);
+  *len = c->peer_len;
+  return 0;
+}
+
+/* 1 when the exchange can no longer be written to. */
+static int gone(const grace_http_request *req) {
+  return atomic_load(&req->cancelled) || grace__conn_closing(req->conn);
+}
+
+int grace_http_response_start(grace_http_request *req, int status) {
+  if (req->resp_started || req->resp_ended)
+    return GRACE_ESTATE;
+  req->status = status;
+  if (gone(req))
+    return GRACE_ECLOSED;
+  req->resp_started = 1;
+  return req->ops->start(req);
+}
+
+int grace_http_response_write(grace_http_request *req, const void *data,
+                              size_t len) {
+  if (req->resp_ended)
+    return GRACE_ESTATE;
+  if (!req->resp_started) {
+    int rv = grace_http_response_start(req, 200);
+    if (rv != 0)
+      return rv;
+  }
+  if (gone(req))
+    return GRACE_ECLOSED;
+  if (len == 0)
+    return 0;
+  int rv = req->ops->write(req, data, len);
+  if (rv == GRACE_EAGAIN)
+    req->want_writable = 1;
+  return rv;
+}
+
+void grace_http_response_on_writable(grace_http_request *req,
+                                     grace_http_handler cb, void *data) {
+  req->on_writable = cb;
+  req->on_writable_data = data;
+}
+
+int grace_http_response_trailer(grace_http_request *req, const char *name,
+                                const char *value) {
+  if (name == NULL || value == NULL || name[0] == '\0' ||
+      !valid_header_text(name) || !valid_header_text(value) ||
+      strchr(name, ':') != NULL || grace__is_framing_field(name))
+    return GRACE_EINVAL;
+  size_t max = 1u << 20;
+  if (grace__dbuf_append(&req->trailers, name, strlen(name) + 1, max) != 0 ||
+      grace__dbuf_append(&req->trailers, value, strlen(value) + 1, max) != 0)
+    return GRACE_ENOMEM;
+  req->ntrailers++;
+  return 0;
+}
+
+int grace__req_trailer_next(const grace_http_request *req, size_t *iter,
+                            const char **name, const char **value) {
+  if (*iter >= req->trailers.len)
+    return 0;
+  const char *p = req->trailers.p + *iter;
+  size_t nl = strlen(p);
+  *name = p;
+  *value = p + nl + 1;
+  *iter += nl + 1 + strlen(*value) + 1;
+  return 1;
+}
+
+/* The end of an answer, on the loop thread. */
+static void end_on_loop(grace_http_request *req) {
+  req->resp_ended = 1;
+  if (!req->resp_started) {
+    if (req->status == 0)
+      req->status = 200;
+    req->ops->finish(req);
+    return;
+  }
+  req->ops->end(req);
+}
+
+static void on_end_post(grace__loop *loop, grace__post *post) {
+  (void)loop;
+  end_on_loop(grace__container_of(post, grace_http_request, done));
+}
+
+int grace_http_response_end(grace_http_request *req) {
+  grace__loop *loop = grace__conn_get_loop(req->conn);
+  if (loop == NULL || grace__loop_is_current(loop)) {
+    end_on_loop(req);
+  } else {
+    req->done.fn = on_end_post;
+    grace__list_init(&req->done.link);
+    grace__loop_post(loop, &req->done);
+  }
+  return 0;
+}
+
+/* A write from another thread, waiting on the loop until it is accepted.
+ * Shared by the writer and the loop (two references); the data is copied
+ * so that a writer that gives up may return at once. */
+struct grace__wait_write {
+  grace__post post;
+  grace_http_request *req;
+  uint8_t *data;
+  size_t len;
+  pthread_mutex_t lock;
+  int fd;       /* eventfd: readable once |rv| is final */
+  int rv;
+  int done;
+  int abandoned;
+  atomic_int refs;
+};
+
+static void wait_unref(grace__wait_write *w) {
+  if (atomic_fetch_sub(&w->refs, 1) != 1)
+    return;
+  pthread_mutex_destroy(&w->lock);
+  close(w->fd);
+  free(w->data);
+  free(w);
+}
+
+/* Finishes |w| with |rv| (on the loop thread) and drops the loop's hold. */
+static void wait_complete(grace__wait_write *w, int rv) {
+  uint64_t one = 1;
+  pthread_mutex_lock(&w->lock);
+  w->rv = rv;
+  w->done = 1;
+  pthread_mutex_unlock(&w->lock);
+  if (write(w->fd, &one, sizeof(one)) < 0) {
+    /* An eventfd write only fails on overflow, impossible here. */
+  }
+  wait_unref(w);
+}
+
+/* Tries the write of |w| on the loop thread; keeps it pending on
+ * GRACE_EAGAIN (grace__req_writable retries). */
+static void wait_try(grace__wait_write *w) {
+  grace_http_request *req = w->req;
+  pthread_mutex_lock(&w->lock);
+  int abandoned = w->abandoned;
+  pthread_mutex_unlock(&w->lock);
+  if (abandoned) {
+    req->wait = NULL;
+    wait_complete(w, GRACE_ECANCELED);
+    return;
+  }
+  int rv = grace_http_response_write(req, w->data, w->len);
+  if (rv == GRACE_EAGAIN) {
+    req->wait = w;
+    return;
+  }
+  req->wait = NULL;
+  wait_complete(w, rv);
+}
+
+static void on_wait_post(grace__loop *loop, grace__post *post) {
+  (void)loop;
+  wait_try(grace__container_of(post, grace__wait_write, post));
+}
+
+void grace__req_writable(grace_http_request *req) {
+  if (!req->want_writable)
+    return;
+  req->want_writable = 0;
+  if (req->wait != NULL) {
+    wait_try(req->wait);
+    return;
+  }
+  if (req->on_writable != NULL)
+    req->on_writable(req, req->on_writable_data);
+}
+
+void grace__req_fail_wait(grace_http_request *req) {
+  grace__wait_write *w = req->wait;
+  if (w == NULL)
+    return;
+  req->wait = NULL;
+  wait_complete(w, GRACE_ECLOSED);
+}
+
+int grace_http_response_write_wait(grace_http_request *req, const void *data,
+                                   size_t len, grace_ctx *ctx) {
+  grace__loop *loop = grace__conn_get_loop(req->conn);
+  if (loop == NULL || grace__loop_is_current(loop))
+    return GRACE_ESTATE;
+  grace__wait_write *w = calloc(1, sizeof(*w));
+  if (w == NULL)
+    return GRACE_ENOMEM;
+  w->data = malloc(len > 0 ? len : 1);
+  w->fd = eventfd(0, EFD_CLOEXEC);
+  if (w->data == NULL || w->fd < 0) {
+    if (w->fd >= 0)
+      close(w->fd);
+    free(w->data);
+    free(w);
+    return GRACE_ENOMEM;
+  }
+  memcpy(w->data, data, len);
+  w->len = len;
+  w->req = req;
+  pthread_mutex_init(&w->lock, NULL);
+  atomic_init(&w->refs, 2);
+  w->post.fn = on_wait_post;
+  grace__list_init(&w->post.link);
+  grace__loop_post(loop, &w->post);
+
+  struct pollfd fds[2] = {{.fd = w->fd, .events = POLLIN}, {.fd = -1}};
+  if (ctx != NULL) {
+    fds[1].fd = grace_ctx_done_fd(ctx);
+    fds[1].events = POLLIN;
+  }
+  int rv;
+  for (;;) {
+    if (poll(fds, 2, -1) < 0 && errno != EINTR) {
+      rv = -errno;
+      break;
+    }
+    pthread_mutex_lock(&w->lock);
+    if (w->done) {
+      rv = w->rv;
+      pthread_mutex_unlock(&w->lock);
+      break;
+    }
+    if (ctx != NULL && grace_ctx_err(ctx) != 0) {
+      /* Nothing was taken: the loop drops it when it gets to it. */
+      w->abandoned = 1;
+      rv = grace_ctx_err(ctx);
+      pthread_mutex_unlock(&w->lock);
+      break;
+    }
+    pthread_mutex_unlock(&w->lock);
+  }
+  wait_unref(w);
+  return rv;
+}
+
+/* ---- streamed request bodies --------------------------------------------- */
+
+int grace_http_request_read(grace_http_request *req, grace_http_body_cb cb,
+                            void *user) {
+  if (!req->stream_body)
+    return GRACE_ESTATE;
+  req->on_body = cb;
+  req->on_body_data = user;
+  req->body_paused = 0;
+  req->ops->read_body(req);
+  return 0;
+}
+
+void grace_http_request_resume(grace_http_request *req) {
+  if (!req->stream_body || !req->body_paused)
+    return;
+  req->body_paused = 0;
+  req->ops->read_body(req);
+}
+
+int grace__req_deliver(grace_http_request *req, const void *p, size_t n,
+                       int end) {
+  if (req->on_body == NULL || req->body_paused || req->body_ended)
+    return 0;
+  if (end)
+    req->body_ended = 1;
+  if (req->on_body(req, p, n, end, req->on_body_data) != 0)
+    req->body_paused = 1;
+  return 1;
 }

@@ -243,8 +243,8 @@ fail_srv:
   return rv;
 }
 
-int grace_http_server_handle(grace_http_server *srv, const char *pattern,
-                             grace_http_handler handler, void *data) {
+static int add_route(grace_http_server *srv, const char *pattern,
+                     grace_http_handler handler, void *data, int stream) {
   if (srv == NULL || pattern == NULL || pattern[0] != '/' || handler == NULL)
     return GRACE_EINVAL;
   if (atomic_load(&srv->started))
@@ -260,10 +260,22 @@ int grace_http_server_handle(grace_http_server *srv, const char *pattern,
     return GRACE_ENOMEM;
   r->len = strlen(pattern);
   r->subtree = pattern[r->len - 1] == '/';
+  r->stream = stream;
   r->handler = handler;
   r->data = data;
   srv->nroutes++;
   return 0;
+}
+
+int grace_http_server_handle(grace_http_server *srv, const char *pattern,
+                             grace_http_handler handler, void *data) {
+  return add_route(srv, pattern, handler, data, 0);
+}
+
+int grace_http_server_handle_stream(grace_http_server *srv,
+                                    const char *pattern,
+                                    grace_http_handler handler, void *data) {
+  return add_route(srv, pattern, handler, data, 1);
 }
 
 static int add_listen_fd(grace_http_server *srv, int fd) {
