@@ -125,6 +125,8 @@ GRACE_EXTERN int grace_grpc_status_format(const grace_grpc_status *st,
  */
 #define GRACE_GRPC_DEFAULT_MAX_RECV_MSG_SIZE (4u * 1024 * 1024)
 #define GRACE_GRPC_DEFAULT_CONNECT_TIMEOUT (20 * GRACE_SECOND)
+/* The default send and receive buffers of a streaming call. */
+#define GRACE_GRPC_DEFAULT_STREAM_BUFFER (256u * 1024)
 
 typedef struct grace_grpc_channel_options {
   /* The largest response message accepted; a larger one fails the call
@@ -139,6 +141,16 @@ typedef struct grace_grpc_channel_options {
   /* The user-agent header; NULL means "grpc-c-grace/<version>".  Copied
    * by grace_grpc_channel_new. */
   const char *user_agent;
+  /* Streaming calls (grace_grpc_stream_start): how many bytes of messages a
+   * call queues for sending before grace_grpc_stream_send waits, and how
+   * many bytes of received messages it holds for the caller before it
+   * stops reopening the stream's HTTP/2 receive window (so a server
+   * faster than its reader is paused by flow control, not buffered).
+   * 0 means the defaults, GRACE_GRPC_DEFAULT_STREAM_BUFFER each.  One
+   * message is always accepted into an empty send queue, whatever its
+   * size. */
+  size_t stream_send_buffer;
+  size_t stream_recv_buffer;
 } grace_grpc_channel_options;
 
 /* Fills |opts| with the defaults. */
@@ -242,6 +254,161 @@ grace_grpc_channel_unary_pb(grace_grpc_channel *ch, const char *method,
                             const struct ProtobufCMessageDescriptor *resp_desc,
                             grace_ctx *ctx, struct ProtobufCMessage **resp,
                             grace_grpc_status *status);
+
+/* ---- Streaming calls ----------------------------------------------------
+ *
+ * One API for the four kinds of call (unary, server streaming, client
+ * streaming, bidi streaming), as grpc-go's ClientStream:
+ *
+ *   grace_grpc_stream *call;
+ *   grace_grpc_stream_start(ch, "/pkg.Svc/Method", ctx, &call);
+ *   grace_grpc_stream_send(call, msg, len, GRACE_SECOND);   (any number)
+ *   grace_grpc_stream_close_send(call);                     (half-close)
+ *   while ((rv = grace_grpc_stream_recv(call, &m, &n, -1)) == 1)
+ *     ... use m, n bytes; free(m) ...
+ *   grace_grpc_stream_finish(call, &status);  status and trailers
+ *   grace_grpc_stream_free(call);
+ *
+ * Flow control runs end to end.  A message sent is copied into the call's
+ * send queue (grace_grpc_channel_options.stream_send_buffer bytes); the
+ * I/O thread moves it to the socket as the server's HTTP/2 window allows
+ * (RFC 9113 section 5.2), so a server that does not read fills its window,
+ * then the queue, and then grace_grpc_stream_send waits and, past its
+ * timeout, says "not now" (GRACE_EBUSY): nothing is dropped.  Received
+ * messages are queued for grace_grpc_stream_recv; once the queue holds
+ * stream_recv_buffer bytes, the stream's receive window is no longer
+ * reopened (WINDOW_UPDATE) until the caller reads, so a call holds at
+ * most that plus one window (1 MiB) plus one message, however fast the
+ * server writes.  The connection's window is reopened as bytes arrive, so
+ * one slow reader never stalls the other calls of the connection.
+ *
+ * Threads: a call belongs to the thread that uses it, but sending on one
+ * thread while receiving on another is allowed, as is
+ * grace_grpc_stream_cancel from any thread.  The call's context (deadline,
+ * cancellation, grpc-timeout) and the channel's GOAWAY handling apply as
+ * for unary calls; a call is retried transparently after a refused stream
+ * only while none of its request bytes have gone out.
+ */
+
+/* A streaming call on a channel.  The details are private. */
+typedef struct grace_grpc_stream grace_grpc_stream;
+
+/* One metadata entry: |name| (lower case, NUL terminated) and |value|,
+ * |value_len| bytes (NUL terminated too, but may contain NUL bytes). */
+typedef struct grace_grpc_metadata {
+  const char *name;
+  const char *value;
+  size_t value_len;
+} grace_grpc_metadata;
+
+/*
+ * Starts a call of |method| on |ch|.  |method| is copied; |ctx| (NULL: the
+ * background context) bounds the whole call as for
+ * grace_grpc_channel_unary and is borrowed until grace_grpc_stream_free.
+ * The request HEADERS go out at once (dialing first if needed); messages
+ * follow with grace_grpc_stream_send.
+ *
+ * On success stores the call in |*out| and returns 0.  A call that cannot
+ * run (the channel is closing, |ctx| is already done) is still returned:
+ * it is already finished and grace_grpc_stream_finish gives its status.  On
+ * failure leaves |*out| untouched and returns one of:
+ *
+ * GRACE_EINVAL  |ch|, |method| or |out| is NULL, or |method| does not
+ *               start with '/'
+ * GRACE_ENOMEM  out of memory
+ * or the error of grace_ctx_done_fd(|ctx|).
+ *
+ * Every call must be freed with grace_grpc_stream_free before
+ * grace_grpc_channel_free, which waits for it.  Thread-safe.
+ */
+GRACE_EXTERN int grace_grpc_stream_start(grace_grpc_channel *ch,
+                                       const char *method, grace_ctx *ctx,
+                                       grace_grpc_stream **out);
+
+/*
+ * Queues one message, |len| bytes of |msg| (copied; NULL when |len| is
+ * 0), for sending on |call|.  When the send queue is full, waits up to
+ * |timeout| for the I/O thread to make room (0: do not wait; < 0: wait as
+ * long as the call lasts).
+ *
+ * Returns 0 when the message was accepted; it then goes out in order
+ * unless the call ends first.  Otherwise returns one of the following
+ * negative error codes, and the message was not taken:
+ *
+ * GRACE_EBUSY    backpressure: the queue stayed full for |timeout| (the
+ *                server is not reading); try again later
+ * GRACE_ECLOSED  the call has ended (the server answered, or it failed):
+ *                grace_grpc_stream_finish says how
+ * GRACE_ESTATE   grace_grpc_stream_close_send was called before
+ * GRACE_ERANGE   |len| is above INT32_MAX (the call is not affected)
+ * GRACE_EINVAL   |call| is NULL, or |msg| is NULL with |len| > 0
+ * GRACE_ENOMEM   out of memory
+ */
+GRACE_EXTERN int grace_grpc_stream_send(grace_grpc_stream *call, const void *msg,
+                                      size_t len, grace_duration timeout);
+
+/*
+ * Half-closes |call|: once the queued messages are out, the request stream
+ * ends (END_STREAM).  Returns 0, also when the call has already ended or
+ * was half-closed before; GRACE_EINVAL when |call| is NULL.
+ */
+GRACE_EXTERN int grace_grpc_stream_close_send(grace_grpc_stream *call);
+
+/*
+ * Takes the next received message of |call|, waiting up to |timeout| for
+ * one (0: do not wait; < 0: wait as long as the call lasts).
+ *
+ * Returns 1 with the message in |*msg|, |*len| bytes, in a buffer
+ * allocated with malloc(3) (never NULL, even when empty) that the caller
+ * frees.  Returns 0, with |*msg| and |*len| untouched, at the end of the
+ * messages: the server ended the call (after an OK status, every message
+ * it sent has been returned first; after a failure, unread messages are
+ * dropped, as grpc-go's RecvMsg does) and grace_grpc_stream_finish gives the
+ * status at once.  Otherwise returns:
+ *
+ * GRACE_EBUSY   no message arrived within |timeout|
+ * GRACE_EINVAL  |call|, |msg| or |len| is NULL
+ */
+GRACE_EXTERN int grace_grpc_stream_recv(grace_grpc_stream *call, uint8_t **msg,
+                                      size_t *len, grace_duration timeout);
+
+/*
+ * Cancels |call| as cancelling its context does: if it has not ended, it
+ * ends now with CANCELLED, "context canceled", and its stream is reset
+ * with RST_STREAM(CANCEL).  Safe from any thread.  NULL-safe.
+ */
+GRACE_EXTERN void grace_grpc_stream_cancel(grace_grpc_stream *call);
+
+/*
+ * Waits until |call| has its status (its context bounds the wait) and
+ * stores it in |*status| (see grace_grpc_channel_unary: |*status| must
+ * not hold a message; clear it afterwards).  Messages not yet received are
+ * dropped, and the receive window reopened so the server can end.
+ *
+ * Returns 0 for OK, the status code for a failure (as
+ * grace_grpc_channel_unary does), or GRACE_EINVAL when |call| or |status|
+ * is NULL.
+ */
+GRACE_EXTERN int grace_grpc_stream_finish(grace_grpc_stream *call,
+                                        grace_grpc_status *status);
+
+/*
+ * Stores in |*md| and |*n| the trailing metadata of |call| (every
+ * non-pseudo field of the block that ended the response, grpc-status and
+ * grpc-message included, values as received); empty until the call has
+ * ended, or when it ended without trailers.  |*md| is borrowed until
+ * grace_grpc_stream_free.  Trailers above 64 entries or 16 KiB in all are
+ * not kept.  Returns 0, or GRACE_EINVAL when an argument is NULL.
+ */
+GRACE_EXTERN int grace_grpc_stream_trailers(grace_grpc_stream *call,
+                                          const grace_grpc_metadata **md,
+                                          size_t *n);
+
+/*
+ * Frees |call|, cancelling it first if it has not ended.  No other
+ * function may be running on |call|.  NULL-safe.
+ */
+GRACE_EXTERN void grace_grpc_stream_free(grace_grpc_stream *call);
 
 #ifdef __cplusplus
 }

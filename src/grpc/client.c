@@ -43,7 +43,7 @@ char *grace__grpc_copy_bytes(const char *s, size_t len) {
 /* Stores |code| and a copy of |msg| in |st| and returns what
  * grace_grpc_channel_unary returns for it.  Out of memory, the message is
  * dropped and the code kept. */
-static int status_set(grace_grpc_status *st, uint32_t code, const char *msg,
+int grace__grpc_status_set(grace_grpc_status *st, uint32_t code, const char *msg,
                       size_t len) {
   st->code = code;
   st->message = len > 0 ? grace__grpc_copy_bytes(msg, len) : NULL;
@@ -85,6 +85,8 @@ void grace_grpc_channel_options_init(grace_grpc_channel_options *opts) {
   memset(opts, 0, sizeof(*opts));
   opts->max_recv_msg_size = GRACE_GRPC_DEFAULT_MAX_RECV_MSG_SIZE;
   opts->connect_timeout = GRACE_GRPC_DEFAULT_CONNECT_TIMEOUT;
+  opts->stream_send_buffer = GRACE_GRPC_DEFAULT_STREAM_BUFFER;
+  opts->stream_recv_buffer = GRACE_GRPC_DEFAULT_STREAM_BUFFER;
 }
 
 /* Splits |target| into host and port (both new strings) and the
@@ -197,7 +199,14 @@ int grace_grpc_channel_new(const char *target,
   ch->connect_timeout = opts->connect_timeout > 0
                             ? opts->connect_timeout
                             : GRACE_GRPC_DEFAULT_CONNECT_TIMEOUT;
+  ch->stream_send_buffer = opts->stream_send_buffer > 0
+                               ? opts->stream_send_buffer
+                               : GRACE_GRPC_DEFAULT_STREAM_BUFFER;
+  ch->stream_recv_buffer = opts->stream_recv_buffer > 0
+                               ? opts->stream_recv_buffer
+                               : GRACE_GRPC_DEFAULT_STREAM_BUFFER;
   grace__list_init(&ch->submitted);
+  grace__list_init(&ch->kicked);
   grace__list_init(&ch->conns);
   grace__list_init(&ch->retry);
   grace__list_init(&ch->dead_ops);
@@ -239,7 +248,7 @@ fail_strings:
   return rv;
 }
 
-static void channel_wake(grace_grpc_channel *ch) {
+void grace__grpc_channel_wake(grace_grpc_channel *ch) {
   uint64_t one = 1;
 
   /* EAGAIN means the counter is already non-zero: the thread wakes. */
@@ -253,7 +262,7 @@ void grace_grpc_channel_close(grace_grpc_channel *ch) {
   pthread_mutex_lock(&ch->lock);
   ch->closing = 1;
   pthread_mutex_unlock(&ch->lock);
-  channel_wake(ch);
+  grace__grpc_channel_wake(ch);
 }
 
 void grace_grpc_channel_free(grace_grpc_channel *ch) {
@@ -291,14 +300,14 @@ int grace_grpc_channel_unary(grace_grpc_channel *ch, const char *method,
   /* grpc-go's newClientStream: a context already done fails at once. */
   err = grace_ctx_err(ctx);
   if (err != 0)
-    return status_set(status, grace__grpc_ctx_code(err), grace_strerror(err),
+    return grace__grpc_status_set(status, grace__grpc_ctx_code(err), grace_strerror(err),
                       strlen(grace_strerror(err)));
   if (req_len > INT32_MAX) {
     /* grpc-go's default send limit is math.MaxInt32. */
     snprintf(text, sizeof(text),
              "grpc: trying to send message larger than max (%zu vs. %d)",
              req_len, INT32_MAX);
-    return status_set(status, GRACE_GRPC_RESOURCE_EXHAUSTED, text,
+    return grace__grpc_status_set(status, GRACE_GRPC_RESOURCE_EXHAUSTED, text,
                       strlen(text));
   }
   if (ctx != grace_ctx_background()) {
@@ -332,13 +341,13 @@ int grace_grpc_channel_unary(grace_grpc_channel *ch, const char *method,
   if (ch->closing) {
     pthread_mutex_unlock(&ch->lock);
     grace__grpc_op_free(o);
-    return status_set(status, GRACE_GRPC_CANCELLED, grace__grpc_msg_closing,
+    return grace__grpc_status_set(status, GRACE_GRPC_CANCELLED, grace__grpc_msg_closing,
                       strlen(grace__grpc_msg_closing));
   }
   ch->callers++;
   grace__list_push(&ch->submitted, &o->link);
   pthread_mutex_unlock(&ch->lock);
-  channel_wake(ch);
+  grace__grpc_channel_wake(ch);
 
   pthread_mutex_lock(&ch->lock);
   while (!w.done)
@@ -388,7 +397,7 @@ int grace_grpc_channel_unary_pb(
   free(data);
   if (m == NULL) {
     free(status->message);
-    return status_set(status, GRACE_GRPC_INTERNAL, unmarshal,
+    return grace__grpc_status_set(status, GRACE_GRPC_INTERNAL, unmarshal,
                       sizeof(unmarshal) - 1);
   }
   *resp = m;

@@ -194,6 +194,28 @@ static const char *h2_error_name(uint32_t code, char *buf, size_t len) {
 /* ---- Ops ---------------------------------------------------------------- */
 
 void grace__grpc_op_free(op *o) {
+  grace_grpc_stream *call = o->call;
+
+  if (call != NULL) {
+    grace_grpc_channel *ch = o->ch;
+
+    pthread_mutex_lock(&ch->lock);
+    if (call->kicked) {
+      grace__list_unlink(&call->kick_link);
+      call->kicked = 0;
+    }
+    if (!call->w.done) {
+      /* Cannot happen: every op gets its status before it dies.  Should
+       * it, the caller must not wait forever. */
+      call->w.code = GRACE_GRPC_INTERNAL;
+      call->w.done = 1;
+    }
+    call->io_done = 1;
+    pthread_cond_broadcast(&call->cond);
+    pthread_mutex_unlock(&ch->lock);
+    grace__grpc_stream_unref(call);
+  }
+  grace__grpc_md_free(o->h_md, o->h_nmd);
   grace__grpc_reader_free(&o->reader);
   grace_ctx_unref(o->ctx);
   free(o->path);
@@ -234,7 +256,31 @@ static void op_complete(op *o, uint32_t code, const char *msg, size_t len) {
     o->msg = NULL;
   }
   w->done = 1;
-  pthread_cond_broadcast(&ch->cond);
+  if (o->call != NULL) {
+    grace_grpc_stream *call = o->call;
+
+    /* After a failure, what was not read is dropped (grpc-go's RecvMsg
+     * returns the error, not the buffered messages). */
+    if (code != GRACE_GRPC_OK) {
+      while (call->rq_head != NULL) {
+        rmsg *m = call->rq_head;
+
+        call->rq_head = m->next;
+        free(m);
+      }
+      call->rq_tail = NULL;
+      call->rq_bytes = 0;
+    }
+    if (o->h_end) {
+      call->trailers = o->h_md;
+      call->ntrailers = o->h_nmd;
+      o->h_md = NULL;
+      o->h_nmd = 0;
+    }
+    pthread_cond_broadcast(&call->cond);
+  } else {
+    pthread_cond_broadcast(&ch->cond);
+  }
   pthread_mutex_unlock(&ch->lock);
   o->w = NULL;
 }
@@ -261,6 +307,8 @@ op_completef(op *o, uint32_t code, const char *fmt, ...) {
 static void op_reset_attempt(op *o) {
   o->req_off = 0;
   o->not_sent = 0;
+  o->sent_body = 0;
+  o->deferred = 0;
   o->got_headers = 0;
   o->rst_received = 0;
   o->rst_code = 0;
@@ -286,6 +334,11 @@ static void op_reset_headers(op *o) {
   free(o->h_message);
   o->h_message = NULL;
   o->h_message_len = 0;
+  grace__grpc_md_free(o->h_md, o->h_nmd);
+  o->h_md = NULL;
+  o->h_nmd = 0;
+  o->h_md_bytes = 0;
+  o->h_end = 0;
 }
 
 /* Resets |o|'s stream with |h2_code| if it is still open. */
@@ -295,6 +348,17 @@ static void op_reset_stream(op *o, uint32_t h2_code) {
                               h2_code);
 }
 
+/* Ends |o| now with the status of |err| (GRACE_ETIMEDOUT or
+ * GRACE_ECANCELED) and resets its stream if it has one. */
+static void op_abort(op *o, int err) {
+  op_complete(o, grace__grpc_ctx_code(err), grace_strerror(err),
+              strlen(grace_strerror(err)));
+  if (o->stream_id > 0)
+    op_reset_stream(o, NGHTTP2_CANCEL);
+  else
+    op_retire(o);
+}
+
 /* The call's context is done: end it now (grpc-go's recvBufferReader
  * returning ctx.Err(), then closeStream with RST_STREAM(CANCEL)). */
 static void op_expire(op *o) {
@@ -302,12 +366,7 @@ static void op_expire(op *o) {
 
   if (o->w == NULL || err == 0)
     return;
-  op_complete(o, grace__grpc_ctx_code(err), grace_strerror(err),
-              strlen(grace_strerror(err)));
-  if (o->stream_id > 0)
-    op_reset_stream(o, NGHTTP2_CANCEL);
-  else
-    op_retire(o);
+  op_abort(o, err);
 }
 
 /* ---- Response handling (nghttp2 callbacks) ------------------------------ */
@@ -329,7 +388,7 @@ static void op_end(op *o, uint32_t code, const char *msg, size_t len) {
                 strlen(grace_strerror(err)));
   } else if (grace__grpc_reader_is_mid_message(&o->reader)) {
     op_completef(o, GRACE_GRPC_INTERNAL, "unexpected EOF");
-  } else if (o->nmsg == 0 && code == GRACE_GRPC_OK) {
+  } else if (o->call == NULL && o->nmsg == 0 && code == GRACE_GRPC_OK) {
     op_completef(o, GRACE_GRPC_INTERNAL,
                  "cardinality violation: received no response message from "
                  "non-server-streaming RPC");
@@ -414,6 +473,7 @@ static void op_headers_done(op *o, int end_stream) {
   }
   /* A missing grpc-status is UNKNOWN, as in grpc-go. */
   code = o->h_has_grpc_status ? o->h_grpc_status : GRACE_GRPC_UNKNOWN;
+  o->h_end = 1; /* this block is the trailers */
   len = 0;
   if (o->h_message != NULL)
     len = grace__grpc_message_decode(o->h_message, o->h_message,
@@ -447,6 +507,36 @@ static void copy_cut(char *dst, size_t size, const uint8_t *v, size_t len) {
   dst[len] = '\0';
 }
 
+/* Keeps a field of the header block being received, for a streaming
+ * call's trailers, within the caps (MAX_TRAILERS, MAX_TRAILER_BYTES). */
+static void op_keep_md(op *o, const uint8_t *name, size_t namelen,
+                       const uint8_t *value, size_t valuelen) {
+  grace_grpc_metadata *md;
+  char *n, *v;
+
+  if (o->h_nmd >= MAX_TRAILERS ||
+      o->h_md_bytes + namelen + valuelen > MAX_TRAILER_BYTES)
+    return;
+  if (o->h_nmd % 8 == 0) {
+    md = realloc(o->h_md, (o->h_nmd + 8) * sizeof(*md));
+    if (md == NULL)
+      return;
+    o->h_md = md;
+  }
+  n = grace__grpc_copy_bytes((const char *)name, namelen);
+  v = grace__grpc_copy_bytes((const char *)value, valuelen);
+  if (n == NULL || v == NULL) {
+    free(n);
+    free(v);
+    return;
+  }
+  o->h_md[o->h_nmd].name = n;
+  o->h_md[o->h_nmd].value = v;
+  o->h_md[o->h_nmd].value_len = valuelen;
+  o->h_nmd++;
+  o->h_md_bytes += namelen + valuelen;
+}
+
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame,
                      const uint8_t *name, size_t namelen, const uint8_t *value,
                      size_t valuelen, uint8_t flags, void *user_data) {
@@ -459,6 +549,8 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame,
   o = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
   if (o == NULL || o->w == NULL)
     return 0;
+  if (o->call != NULL && namelen > 0 && name[0] != ':')
+    op_keep_md(o, name, namelen, value, valuelen);
   if (name_is(name, namelen, ":status")) {
     /* nghttp2 has checked it is three digits. */
     o->h_status = valuelen == 3 ? (value[0] - '0') * 100 +
@@ -489,6 +581,62 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame,
   return 0;
 }
 
+/* Queues a message of a streaming call for its caller.  Returns 0, or -1
+ * when the call failed (out of memory). */
+static int op_deliver(op *o, const uint8_t *data, size_t len) {
+  grace_grpc_stream *call = o->call;
+  size_t head = sizeof(rmsg);
+  rmsg *m;
+
+  /* One block, the node then the payload; grace_grpc_stream_recv moves the
+   * payload to the front and hands the block to the caller. */
+  m = malloc(head + len);
+  if (m == NULL) {
+    op_completef(o, GRACE_GRPC_RESOURCE_EXHAUSTED,
+                 "grpc: cannot allocate memory for a message of %zu bytes",
+                 len);
+    op_reset_stream(o, NGHTTP2_CANCEL);
+    return -1;
+  }
+  m->next = NULL;
+  m->len = len;
+  if (len > 0)
+    memcpy(m->data, data, len);
+  pthread_mutex_lock(&o->ch->lock);
+  if (call->discard) {
+    free(m);
+  } else {
+    if (call->rq_tail != NULL)
+      call->rq_tail->next = m;
+    else
+      call->rq_head = m;
+    call->rq_tail = m;
+    call->rq_bytes += len;
+    pthread_cond_broadcast(&call->cond);
+  }
+  pthread_mutex_unlock(&o->ch->lock);
+  return 0;
+}
+
+/* |len| more DATA bytes of a streaming call were received: its stream
+ * window reopens now if the caller keeps up (its queue is under
+ * stream_recv_buffer), else once it has read (process_kicks). */
+static void op_consume(op *o, size_t len) {
+  grace_grpc_stream *call = o->call;
+  size_t now = 0;
+
+  pthread_mutex_lock(&o->ch->lock);
+  if (call->discard || call->rq_bytes < call->recv_limit) {
+    now = len + call->owed;
+    call->owed = 0;
+  } else {
+    call->owed += len;
+  }
+  pthread_mutex_unlock(&o->ch->lock);
+  if (now > 0 && o->stream_id > 0)
+    nghttp2_session_consume_stream(o->conn->session, o->stream_id, now);
+}
+
 static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags,
                               int32_t stream_id, const uint8_t *data,
                               size_t len, void *user_data) {
@@ -496,15 +644,25 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags,
   grace__grpc_msg msg;
   grace_grpc_code code;
   const char *why;
-  size_t used;
+  size_t used, total;
   op *o;
   int rv;
 
   (void)flags;
   (void)user_data;
   o = nghttp2_session_get_stream_user_data(session, stream_id);
-  if (o == NULL || o->w == NULL || !o->got_headers)
-    return 0;
+  /* The session does not reopen windows by itself (conn_start_session):
+   * the connection's window reopens as bytes arrive, so that a stalled
+   * stream never stalls the others; a streaming call's own window
+   * reopens as its caller reads (op_consume), everything else's at once. */
+  if (o == NULL || o->w == NULL || !o->got_headers || o->call == NULL) {
+    nghttp2_session_consume(session, stream_id, len);
+    if (o == NULL || o->w == NULL || !o->got_headers)
+      return 0;
+  } else {
+    nghttp2_session_consume_connection(session, len);
+  }
+  total = len;
   while (len > 0) {
     rv = grace__grpc_reader_read(&o->reader, data, len, &used, &msg);
     if (rv < 0) {
@@ -526,7 +684,13 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags,
       op_reset_stream(o, NGHTTP2_CANCEL);
       return 0;
     }
-    if (++o->nmsg > 1) {
+    o->nmsg++;
+    if (o->call != NULL) {
+      if (op_deliver(o, msg.data, msg.len) != 0)
+        return 0;
+      continue;
+    }
+    if (o->nmsg > 1) {
       op_completef(o, GRACE_GRPC_INTERNAL,
                    "cardinality violation: expected <EOF> for non "
                    "server-streaming RPCs, but received another message");
@@ -545,6 +709,8 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags,
       memcpy(o->msg, msg.data, msg.len);
     o->msg_len = msg.len;
   }
+  if (o->call != NULL)
+    op_consume(o, total);
   return 0;
 }
 
@@ -610,7 +776,8 @@ static void op_stream_closed(conn *c, op *o, uint32_t error_code) {
     op_retire(o);
     return;
   }
-  if (error_code == NGHTTP2_REFUSED_STREAM && !o->got_headers) {
+  if (error_code == NGHTTP2_REFUSED_STREAM && !o->got_headers &&
+      !o->sent_body) {
     /* Refused by a GOAWAY, or by RST_STREAM(REFUSED_STREAM): the server
      * never processed it, so it may go again (grpc-go marks the stream
      * unprocessed and retries it transparently). */
@@ -724,6 +891,43 @@ static ssize_t read_request(nghttp2_session *session, int32_t stream_id,
   return (ssize_t)n;
 }
 
+/* A streaming call's request body: what its caller queued.  An empty
+ * queue defers the stream until the caller sends more or half-closes
+ * (process_kicks resumes it). */
+static ssize_t read_stream(nghttp2_session *session, int32_t stream_id,
+                           uint8_t *buf, size_t length, uint32_t *data_flags,
+                           nghttp2_data_source *source, void *user_data) {
+  op *o = source->ptr;
+  grace_grpc_stream *call = o->call;
+  size_t n;
+
+  (void)session;
+  (void)stream_id;
+  (void)user_data;
+  pthread_mutex_lock(&o->ch->lock);
+  n = call->slen - call->soff;
+  if (n > length)
+    n = length;
+  if (n > 0) {
+    memcpy(buf, call->sbuf + call->soff, n);
+    call->soff += n;
+    if (call->soff == call->slen)
+      call->soff = call->slen = 0;
+    /* Room in the queue: a sender waiting for it goes on. */
+    pthread_cond_broadcast(&call->cond);
+    o->sent_body = 1;
+  }
+  if (call->slen == 0 && call->send_closed) {
+    *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+  } else if (n == 0) {
+    pthread_mutex_unlock(&o->ch->lock);
+    o->deferred = 1;
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  pthread_mutex_unlock(&o->ch->lock);
+  return (ssize_t)n;
+}
+
 /* ---- Connections ----------------------------------------------------------
  */
 
@@ -814,6 +1018,7 @@ conn_dial_error(conn *c, const char *fmt, ...) {
 
 static int conn_start_session(conn *c) {
   nghttp2_session_callbacks *cbs;
+  nghttp2_option *opt;
   nghttp2_settings_entry iv[2] = {
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, LOCAL_WINDOW},
@@ -835,7 +1040,16 @@ static int conn_start_session(conn *c) {
   nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(
       cbs, on_invalid_frame_recv);
   nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
-  rv = nghttp2_session_client_new(&c->session, cbs, c);
+  rv = nghttp2_option_new(&opt);
+  if (rv != 0) {
+    nghttp2_session_callbacks_del(cbs);
+    return rv;
+  }
+  /* Windows reopen when the data is consumed, not when it arrives
+   * (on_data_chunk_recv): that is what bounds a streaming call's memory. */
+  nghttp2_option_set_no_auto_window_update(opt, 1);
+  rv = nghttp2_session_client_new2(&c->session, cbs, c, opt);
+  nghttp2_option_del(opt);
   nghttp2_session_callbacks_del(cbs);
   if (rv != 0)
     return rv;
@@ -1015,7 +1229,7 @@ static void op_submit(conn *c, op *o) {
   op_reset_headers(o);
   memset(&prd, 0, sizeof(prd));
   prd.source.ptr = o;
-  prd.read_callback = read_request;
+  prd.read_callback = o->call != NULL ? read_stream : read_request;
   id = nghttp2_submit_request(c->session, NULL, nva, n, &prd, o);
   if (id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE) {
     /* Stream ids ran out: this connection can only drain now. */
@@ -1260,6 +1474,43 @@ static void op_start(grace_grpc_channel *ch, op *o) {
   }
 }
 
+/* Acts on what callers of streaming calls asked for since the last time:
+ * cancellation, data to send or a half-close (resume the deferred data
+ * provider), window to reopen. */
+static void process_kicks(grace_grpc_channel *ch) {
+  pthread_mutex_lock(&ch->lock);
+  while (!grace__list_empty(&ch->kicked)) {
+    grace_grpc_stream *call =
+        grace__container_of(ch->kicked.next, grace_grpc_stream, kick_link);
+    op *o = call->op;
+    size_t release = 0;
+    int cancel;
+
+    grace__list_unlink(&call->kick_link);
+    call->kicked = 0;
+    cancel = call->cancel;
+    if (call->discard || call->rq_bytes < call->recv_limit) {
+      release = call->owed;
+      call->owed = 0;
+    }
+    pthread_mutex_unlock(&ch->lock);
+    if (cancel && o->w != NULL) {
+      op_abort(o, GRACE_ECANCELED);
+    } else if (o->stream_id > 0 && o->conn != NULL &&
+               o->conn->session != NULL) {
+      if (release > 0)
+        nghttp2_session_consume_stream(o->conn->session, o->stream_id,
+                                       release);
+      if (o->deferred) {
+        o->deferred = 0;
+        nghttp2_session_resume_data(o->conn->session, o->stream_id);
+      }
+    }
+    pthread_mutex_lock(&ch->lock);
+  }
+  pthread_mutex_unlock(&ch->lock);
+}
+
 static void reap(grace_grpc_channel *ch) {
   while (!grace__list_empty(&ch->dead_ops)) {
     op *o = grace__container_of(ch->dead_ops.next, op, link);
@@ -1437,6 +1688,7 @@ void *grace__grpc_io_main(void *arg) {
     pthread_mutex_unlock(&ch->lock);
     if (closing)
       break;
+    process_kicks(ch);
 
     /* New calls and retries; then everything each connection has to
      * say.  Flushing can refuse streams (a GOAWAY that arrived while a

@@ -66,6 +66,47 @@ typedef struct waiter {
 typedef struct conn conn;
 typedef struct op op;
 
+/* A received message waiting for grace_grpc_stream_recv. */
+typedef struct rmsg {
+  struct rmsg *next;
+  size_t len;
+  uint8_t data[];
+} rmsg;
+
+/* Caps on the trailers a streaming call keeps. */
+#define MAX_TRAILERS 64
+#define MAX_TRAILER_BYTES (16 * 1024)
+
+/*
+ * A streaming call: what its caller and the I/O thread share.  Every field
+ * below |lock-guarded| is guarded by the channel's lock; the caller waits
+ * on |cond|.  Two references: the caller's (grace_grpc_stream_free) and the
+ * op's (dropped when the I/O thread frees the op); the last one frees it.
+ */
+struct grace_grpc_stream {
+  grace_grpc_channel *ch;
+  pthread_cond_t cond;
+  op *op; /* the I/O thread's alone; valid while on ch->kicked */
+  /* lock-guarded */
+  int refs;
+  waiter w;      /* the status, once w.done */
+  int io_done;   /* the op is gone: nothing will change any more */
+  int kicked;    /* on ch->kicked */
+  grace__list kick_link;
+  int cancel;    /* grace_grpc_stream_cancel was called */
+  int discard;   /* grace_grpc_stream_finish: drop what arrives */
+  int send_closed;
+  uint8_t *sbuf; /* the send queue: framed messages, [soff, slen) */
+  size_t scap, soff, slen;
+  size_t send_limit;
+  rmsg *rq_head, *rq_tail; /* the receive queue */
+  size_t rq_bytes;
+  size_t recv_limit;
+  size_t owed; /* DATA bytes whose stream window is not yet reopened */
+  grace_grpc_metadata *trailers;
+  size_t ntrailers;
+};
+
 struct conn {
   grace__list link; /* ch->conns, then ch->dead_conns */
   grace_grpc_channel *ch;
@@ -102,6 +143,13 @@ struct op {
   conn *conn;        /* the connection it waits on or streams on */
   int32_t stream_id; /* > 0 while nghttp2 has the stream */
   int not_sent;      /* nghttp2 refused to send the request HEADERS */
+  grace_grpc_stream *call; /* a streaming call, or NULL for a unary one */
+  int sent_body;         /* request bytes went out on this attempt */
+  int deferred;          /* the data provider is waiting for more */
+  /* The trailers being received (streaming calls). */
+  grace_grpc_metadata *h_md;
+  size_t h_nmd, h_md_bytes;
+  int h_end; /* the block received last ended the stream: trailers */
 
   /* The response of the current attempt. */
   int got_headers; /* a final (non-1xx) response header block arrived */
@@ -131,6 +179,8 @@ struct grace_grpc_channel {
   char *port;
   char *user_agent;
   size_t max_recv;
+  size_t stream_send_buffer;
+  size_t stream_recv_buffer;
   grace_duration connect_timeout;
   int wake_fd;
   pthread_t thread;
@@ -138,6 +188,7 @@ struct grace_grpc_channel {
   pthread_cond_t cond; /* a call finished; the callers count fell to 0 */
   /* Guarded by |lock|. */
   grace__list submitted;
+  grace__list kicked; /* streaming calls with news for the I/O thread */
   int closing;
   unsigned callers;
   /* The I/O thread's alone. */
@@ -158,10 +209,22 @@ extern const char grace__grpc_msg_closing[];
 
 char *grace__grpc_copy_bytes(const char *s, size_t len);
 uint32_t grace__grpc_ctx_code(int err);
+void grace__grpc_channel_wake(grace_grpc_channel *ch);
+/* Stores |code| and a copy of |msg| in |st|; returns what
+ * grace_grpc_channel_unary returns for it. */
+int grace__grpc_status_set(grace_grpc_status *st, uint32_t code,
+                           const char *msg, size_t len);
 
 /* ---- client_conn.c ------------------------------------------------------ */
 
 void grace__grpc_op_free(op *o);
+/* Drops a reference to |call| (the channel's lock not held). */
+void grace__grpc_stream_unref(grace_grpc_stream *call);
+/* Frees trailers made by the I/O thread. */
+void grace__grpc_md_free(grace_grpc_metadata *md, size_t n);
+/* Queues |call| for the I/O thread; the channel's lock is held.  Returns
+ * 1 if the thread must be woken. */
+int grace__grpc_stream_kick_locked(grace_grpc_stream *call);
 /* The channel's I/O thread; |arg| is the grace_grpc_channel. */
 void *grace__grpc_io_main(void *arg);
 
