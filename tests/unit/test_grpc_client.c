@@ -56,6 +56,7 @@ struct fstream {
   size_t body_len;
   size_t body_total; /* all of it */
   int held;
+  size_t unconsumed; /* DATA not yet consumed (manual_window) */
   /* The response body and what follows it. */
   uint8_t *out;
   size_t out_len, out_off;
@@ -88,6 +89,8 @@ typedef struct fstats {
   char ua[64], timeout[32];
   uint8_t body[8192];
   size_t body_len;
+  size_t body_sent; /* response body bytes handed to nghttp2, all streams */
+  size_t data_recv; /* request DATA bytes received, all streams */
 } fstats;
 
 struct fserver {
@@ -97,6 +100,7 @@ struct fserver {
   fstats st;
   int release;          /* answer every held call */
   int goaway_on_accept; /* GOAWAY(0) right after SETTINGS */
+  int manual_window;    /* reopen no window until |release| */
   fconn *conns[MAX_CONNS];
   int nconns;
 };
@@ -125,6 +129,9 @@ static ssize_t fs_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
   if (n > 0)
     memcpy(buf, st->out + st->out_off, n);
   st->out_off += n;
+  pthread_mutex_lock(&st->fc->srv->lock);
+  st->fc->srv->st.body_sent += n;
+  pthread_mutex_unlock(&st->fc->srv->lock);
   if (st->out_off == st->out_len) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
     if (st->trailers) {
@@ -318,6 +325,23 @@ static void fake_dispatch(fstream *st) {
     respond_ok(st, "notice");
   } else if (strcmp(cmd, "close") == 0) {
     fc->close_now = 1;
+  } else if (strncmp(cmd, "flood:", 6) == 0) {
+    /* <n> messages of 1 KiB, "000000xxx...", "000001xxx...", then OK. */
+    size_t count = (size_t)atol(cmd + 6), i, m = 5 + 1024;
+    uint8_t *body = malloc(count * m);
+
+    assert_non_null(body);
+    for (i = 0; i < count; i++) {
+      grace__grpc_prefix_encode(body + i * m, 0, 1024);
+      memset(body + i * m + 5, 'x', 1024);
+      char num[32];
+
+      snprintf(num, sizeof(num), "%06zu", i % 1000000);
+      memcpy(body + i * m + 5, num, 6);
+    }
+    respond(st, "200", "application/grpc", NULL, body, count * m, "0", NULL);
+    add_trailer(st, "x-count", cmd + 6);
+    free(body);
   } else if (strncmp(cmd, "big:", 4) == 0) {
     size_t size = (size_t)atol(cmd + 4);
     char *big = malloc(size);
@@ -447,6 +471,10 @@ static int fs_on_data(nghttp2_session *s, uint8_t flags, int32_t id,
   if (st == NULL)
     return 0;
   st->body_total += len;
+  st->unconsumed += len;
+  pthread_mutex_lock(&st->fc->srv->lock);
+  st->fc->srv->st.data_recv += len;
+  pthread_mutex_unlock(&st->fc->srv->lock);
   if (len > sizeof(st->body) - st->body_len)
     len = sizeof(st->body) - st->body_len;
   memcpy(st->body + st->body_len, data, len);
@@ -486,6 +514,8 @@ static int fs_on_stream_close(nghttp2_session *s, int32_t id, uint32_t code,
   (void)code;
   if (st == NULL)
     return 0;
+  if (st->unconsumed > 0)
+    nghttp2_session_consume_connection(s, st->unconsumed);
   for (pp = &fc->streams; *pp != NULL; pp = &(*pp)->next) {
     if (*pp == st) {
       *pp = st->next;
@@ -516,7 +546,14 @@ static void fconn_new(fserver *srv, int fd) {
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, fs_on_frame_recv);
   nghttp2_session_callbacks_set_on_stream_close_callback(cbs,
                                                          fs_on_stream_close);
-  assert_int_equal(nghttp2_session_server_new(&fc->s, cbs, fc), 0);
+  {
+    nghttp2_option *opt;
+
+    assert_int_equal(nghttp2_option_new(&opt), 0);
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    assert_int_equal(nghttp2_session_server_new2(&fc->s, cbs, fc, opt), 0);
+    nghttp2_option_del(opt);
+  }
   nghttp2_session_callbacks_del(cbs);
   assert_int_equal(nghttp2_submit_settings(fc->s, NGHTTP2_FLAG_NONE, iv, 1), 0);
   pthread_mutex_lock(&srv->lock);
@@ -588,7 +625,7 @@ static int fconn_read(fconn *fc) {
 static void *fserver_main(void *arg) {
   fserver *srv = arg;
   struct pollfd pfds[MAX_CONNS + 2];
-  int i, n, release, fd;
+  int i, n, release, manual, fd;
 
   for (;;) {
     pfds[0].fd = srv->stop_fd;
@@ -620,13 +657,22 @@ static void *fserver_main(void *arg) {
     pthread_mutex_lock(&srv->lock);
     release = srv->release;
     srv->release = 0;
+    manual = srv->manual_window;
+    if (release)
+      srv->manual_window = 0;
     pthread_mutex_unlock(&srv->lock);
     for (i = 0; i < srv->nconns; i++) {
       fconn *fc = srv->conns[i];
       fstream *st;
 
-      for (st = fc->streams; release && st != NULL; st = st->next) {
-        if (st->held) {
+      for (st = fc->streams; st != NULL; st = st->next) {
+        /* The session reopens windows by hand: at once, unless the test
+         * asked for a server that does not read. */
+        if (st->unconsumed > 0 && (release || !manual)) {
+          nghttp2_session_consume(fc->s, st->id, st->unconsumed);
+          st->unconsumed = 0;
+        }
+        if (release && st->held) {
           st->held = 0;
           respond_ok(st, "held");
         }
@@ -1483,6 +1529,324 @@ static void status_helpers(void **state) {
   grace_grpc_status_clear(NULL);
 }
 
+/* ---- Streaming calls ------------------------------------------------------
+ */
+
+static grace_grpc_stream *stream_start(fixture *f, grace_ctx *ctx) {
+  grace_grpc_stream *s = NULL;
+
+  assert_int_equal(grace_grpc_stream_start(f->ch, CALL, ctx, &s), 0);
+  assert_non_null(s);
+  return s;
+}
+
+static void stream_send_str(grace_grpc_stream *s, const char *text) {
+  assert_int_equal(grace_grpc_stream_send(s, text, strlen(text), GRACE_SECOND),
+                   0);
+}
+
+/* Receives one message as a string into |buf|; returns recv's value. */
+static int stream_recv_str(grace_grpc_stream *s, char *buf, size_t size,
+                           grace_duration timeout) {
+  uint8_t *m;
+  size_t len;
+  int rv = grace_grpc_stream_recv(s, &m, &len, timeout);
+
+  if (rv == 1) {
+    assert_non_null(m);
+    assert_true(len < size);
+    memcpy(buf, m, len);
+    buf[len] = '\0';
+    free(m);
+  }
+  return rv;
+}
+
+static int stream_finish(grace_grpc_stream *s, char *text, size_t len) {
+  grace_grpc_status st = GRACE_GRPC_STATUS_INIT;
+  int rv = grace_grpc_stream_finish(s, &st);
+
+  grace_grpc_status_format(&st, text, len);
+  grace_grpc_status_clear(&st);
+  return rv;
+}
+
+static void stream_many_messages_then_trailers(void **state) {
+  fixture *f = *state;
+  const grace_grpc_metadata *md;
+  grace_grpc_stream *s = stream_start(f, NULL);
+  char buf[64], text[256];
+  size_t n, i;
+  int found = 0;
+
+  /* Messages a unary call refuses as a cardinality violation are a
+   * stream's normal life. */
+  stream_send_str(s, "two");
+  assert_int_equal(grace_grpc_stream_close_send(s), 0);
+  /* Half-closed: no more sending. */
+  assert_int_equal(grace_grpc_stream_send(s, "x", 1, 0), GRACE_ESTATE);
+  assert_int_equal(stream_recv_str(s, buf, sizeof(buf), 5 * GRACE_SECOND), 1);
+  assert_string_equal(buf, "x");
+  assert_int_equal(stream_recv_str(s, buf, sizeof(buf), 5 * GRACE_SECOND), 1);
+  assert_string_equal(buf, "y");
+  assert_int_equal(stream_recv_str(s, buf, sizeof(buf), 5 * GRACE_SECOND), 0);
+  assert_int_equal(stream_finish(s, text, sizeof(text)), 0);
+  assert_int_equal(grace_grpc_stream_trailers(s, &md, &n), 0);
+  for (i = 0; i < n; i++)
+    found |= strcmp(md[i].name, "grpc-status") == 0 &&
+             strcmp(md[i].value, "0") == 0;
+  assert_true(found);
+  /* Ended: sends say so. */
+  assert_int_equal(grace_grpc_stream_send(s, "x", 1, 0), GRACE_ECLOSED);
+  grace_grpc_stream_free(s);
+}
+
+static void stream_error_status_decoded_with_trailers(void **state) {
+  fixture *f = *state;
+  const grace_grpc_metadata *md;
+  grace_grpc_stream *s = stream_start(f, NULL);
+  char buf[64], text[256];
+  size_t n;
+
+  stream_send_str(s, "tonly:5:no such 100% thing");
+  grace_grpc_stream_close_send(s);
+  assert_int_equal(stream_recv_str(s, buf, sizeof(buf), 5 * GRACE_SECOND), 0);
+  assert_int_equal(stream_finish(s, text, sizeof(text)), GRACE_GRPC_NOT_FOUND);
+  assert_string_equal(text,
+                      "rpc error: code = NotFound desc = no such 100% thing");
+  assert_int_equal(grace_grpc_stream_trailers(s, &md, &n), 0);
+  /* Trailers-only: the one block is the trailers, content-type and all. */
+  assert_int_equal(n, 3);
+  assert_string_equal(md[0].name, "content-type");
+  assert_string_equal(md[1].name, "grpc-status");
+  assert_string_equal(md[1].value, "5");
+  assert_string_equal(md[2].name, "grpc-message");
+  assert_string_equal(md[2].value, "no such 100%25 thing"); /* as received */
+  grace_grpc_stream_free(s);
+}
+
+/* Waits until the server's count of response bytes sent stops growing. */
+static size_t wait_body_sent_settles(fserver *srv) {
+  size_t last = (size_t)-1, now;
+  int stable = 0, i;
+
+  for (i = 0; i < 500 && stable < 5; i++) {
+    usleep(20000);
+    now = fserver_stats(srv).body_sent;
+    stable = now == last && now > 0 ? stable + 1 : 0;
+    last = now;
+  }
+  return last;
+}
+
+static void stream_reader_that_does_not_read_stops_the_server(void **state) {
+  fixture *f = *state;
+  grace_grpc_stream *s = stream_start(f, NULL);
+  const size_t count = 8000, m = 5 + 1024; /* 8 MiB */
+  char text[256], want[8];
+  size_t sent, i;
+  uint8_t *msg;
+  size_t len;
+
+  stream_send_str(s, "flood:8000");
+  grace_grpc_stream_close_send(s);
+  /* We do not read: the server may send our receive queue's worth
+   * (256 KiB) plus one stream window (1 MiB), and no more. */
+  sent = wait_body_sent_settles(f->srv);
+  assert_true(sent >= GRACE_GRPC_DEFAULT_STREAM_BUFFER);
+  assert_true(sent <= GRACE_GRPC_DEFAULT_STREAM_BUFFER + (1u << 20) + m);
+  /* Reading lets it go on, to the end, in order. */
+  for (i = 0; i < count; i++) {
+    assert_int_equal(grace_grpc_stream_recv(s, &msg, &len, 5 * GRACE_SECOND),
+                     1);
+    assert_int_equal(len, 1024);
+    snprintf(want, sizeof(want), "%06zu", i);
+    assert_memory_equal(msg, want, 6);
+    free(msg);
+  }
+  assert_int_equal(grace_grpc_stream_recv(s, &msg, &len, 5 * GRACE_SECOND), 0);
+  assert_int_equal(stream_finish(s, text, sizeof(text)), 0);
+  assert_int_equal(fserver_stats(f->srv).body_sent, count * m);
+  grace_grpc_stream_free(s);
+}
+
+static void stream_finish_drops_unread_and_lets_server_end(void **state) {
+  fixture *f = *state;
+  grace_grpc_stream *s = stream_start(f, NULL);
+  char text[256];
+
+  stream_send_str(s, "flood:8000");
+  grace_grpc_stream_close_send(s);
+  wait_body_sent_settles(f->srv);
+  assert_int_equal(stream_finish(s, text, sizeof(text)), 0);
+  grace_grpc_stream_free(s);
+}
+
+static void stream_send_backpressure_from_server_that_does_not_read(
+    void **state) {
+  fixture *f = *state;
+  grace_grpc_channel_options opts;
+  grace_grpc_channel *ch;
+  grace_grpc_stream *s;
+  static char chunk[4096];
+  char text[256], buf[64], want[64];
+  int rv, sent = 0, i;
+  int64_t t0;
+
+  grace_grpc_channel_options_init(&opts);
+  opts.stream_send_buffer = 16 * 1024;
+  assert_int_equal(grace_grpc_channel_new(f->target, &opts, &ch), 0);
+  pthread_mutex_lock(&f->srv->lock);
+  f->srv->manual_window = 1;
+  pthread_mutex_unlock(&f->srv->lock);
+  assert_int_equal(grace_grpc_stream_start(ch, CALL, NULL, &s), 0);
+  memset(chunk, 'c', sizeof(chunk));
+  /* The first message is the command, read once the stream ends. */
+  assert_int_equal(grace_grpc_stream_send(s, "count:", 6, GRACE_SECOND), 0);
+  for (;;) {
+    rv = grace_grpc_stream_send(s, chunk, sizeof(chunk),
+                                50 * GRACE_MILLISECOND);
+    if (rv == GRACE_EBUSY)
+      break;
+    assert_int_equal(rv, 0);
+    assert_true(++sent < 1000);
+  }
+  /* The server's 64 KiB window plus our 16 KiB queue, about. */
+  assert_true(sent >= 16 && sent <= 24);
+  assert_true(fserver_stats(f->srv).data_recv <= 65535);
+  t0 = grace_now();
+  assert_int_equal(grace_grpc_stream_send(s, chunk, sizeof(chunk), 0),
+                   GRACE_EBUSY);
+  assert_true(grace_now() - t0 < 50 * GRACE_MILLISECOND);
+  /* The server reads: a waiting send goes through. */
+  fserver_release(f->srv);
+  for (i = 0; i < 100; i++)
+    assert_int_equal(
+        grace_grpc_stream_send(s, chunk, sizeof(chunk), 5 * GRACE_SECOND), 0);
+  sent += 100;
+  grace_grpc_stream_close_send(s);
+  assert_int_equal(stream_recv_str(s, buf, sizeof(buf), 5 * GRACE_SECOND), 1);
+  snprintf(want, sizeof(want), "%d@1", 11 + sent * (5 + 4096));
+  assert_string_equal(buf, want);
+  assert_int_equal(stream_finish(s, text, sizeof(text)), 0);
+  grace_grpc_stream_free(s);
+  grace_grpc_channel_free(ch);
+}
+
+typedef struct bg_recv {
+  pthread_t thread;
+  grace_grpc_stream *s;
+  int rv;
+  int64_t elapsed;
+} bg_recv;
+
+static void *bg_recv_main(void *arg) {
+  bg_recv *b = arg;
+  char buf[64];
+  int64_t t0 = grace_now();
+
+  b->rv = stream_recv_str(b->s, buf, sizeof(buf), -1);
+  b->elapsed = grace_now() - t0;
+  return NULL;
+}
+
+static void stream_cancel_wakes_blocked_reader_and_resets(void **state) {
+  fixture *f = *state;
+  grace_grpc_stream *s = stream_start(f, NULL);
+  char text[256];
+  bg_recv b;
+  int i;
+
+  /* Not half-closed: the fake server waits for more, forever. */
+  stream_send_str(s, "ok:never");
+  memset(&b, 0, sizeof(b));
+  b.s = s;
+  assert_int_equal(pthread_create(&b.thread, NULL, bg_recv_main, &b), 0);
+  usleep(100000);
+  grace_grpc_stream_cancel(s);
+  assert_int_equal(pthread_join(b.thread, NULL), 0);
+  assert_int_equal(b.rv, 0);
+  assert_int_equal(stream_finish(s, text, sizeof(text)), GRACE_GRPC_CANCELLED);
+  assert_string_equal(text, "rpc error: code = Canceled desc = context canceled");
+  for (i = 0; i < 500 && fserver_stats(f->srv).rst[NGHTTP2_CANCEL] == 0; i++)
+    usleep(10000);
+  assert_int_equal(fserver_stats(f->srv).rst[NGHTTP2_CANCEL], 1);
+  grace_grpc_stream_free(s);
+}
+
+static void stream_deadline_ends_stream(void **state) {
+  fixture *f = *state;
+  grace_grpc_stream *s;
+  grace_ctx *ctx;
+  char buf[64], text[256];
+  int64_t t0 = grace_now();
+
+  assert_int_equal(grace_ctx_with_timeout(grace_ctx_background(),
+                                          200 * GRACE_MILLISECOND, &ctx),
+                   0);
+  s = stream_start(f, ctx);
+  stream_send_str(s, "hold");
+  grace_grpc_stream_close_send(s);
+  assert_int_equal(stream_recv_str(s, buf, sizeof(buf), -1), 0);
+  assert_true(grace_now() - t0 >= 190 * GRACE_MILLISECOND);
+  assert_true(grace_now() - t0 < 2 * GRACE_SECOND);
+  assert_int_equal(stream_finish(s, text, sizeof(text)),
+                   GRACE_GRPC_DEADLINE_EXCEEDED);
+  assert_true(fserver_stats(f->srv).timeout[0] != '\0');
+  /* A recv that times out itself is "not now", not the end. */
+  grace_grpc_stream_free(s);
+  s = stream_start(f, NULL);
+  stream_send_str(s, "ok:never");
+  assert_int_equal(stream_recv_str(s, buf, sizeof(buf), 50 * GRACE_MILLISECOND),
+                   GRACE_EBUSY);
+  assert_int_equal(stream_recv_str(s, buf, sizeof(buf), 0), GRACE_EBUSY);
+  grace_grpc_stream_free(s);
+  grace_ctx_cancel(ctx);
+  grace_ctx_unref(ctx);
+}
+
+static void stream_channel_close_and_invalid_arguments(void **state) {
+  fixture *f = *state;
+  grace_grpc_stream *s = stream_start(f, NULL), *s2 = NULL;
+  char buf[64], text[256];
+  uint8_t *m;
+  size_t len;
+  const grace_grpc_metadata *md;
+
+  assert_int_equal(grace_grpc_stream_start(NULL, CALL, NULL, &s2),
+                   GRACE_EINVAL);
+  assert_int_equal(grace_grpc_stream_start(f->ch, "nope", NULL, &s2),
+                   GRACE_EINVAL);
+  assert_int_equal(grace_grpc_stream_start(f->ch, CALL, NULL, NULL),
+                   GRACE_EINVAL);
+  assert_null(s2);
+  assert_int_equal(grace_grpc_stream_send(NULL, "x", 1, 0), GRACE_EINVAL);
+  assert_int_equal(grace_grpc_stream_send(s, NULL, 1, 0), GRACE_EINVAL);
+  assert_int_equal(grace_grpc_stream_recv(s, NULL, &len, 0), GRACE_EINVAL);
+  assert_int_equal(grace_grpc_stream_recv(s, &m, NULL, 0), GRACE_EINVAL);
+  assert_int_equal(grace_grpc_stream_trailers(s, NULL, &len), GRACE_EINVAL);
+  assert_int_equal(grace_grpc_stream_finish(s, NULL), GRACE_EINVAL);
+  assert_int_equal(grace_grpc_stream_close_send(NULL), GRACE_EINVAL);
+  grace_grpc_stream_cancel(NULL);
+  grace_grpc_stream_free(NULL);
+
+  stream_send_str(s, "ok:never");
+  grace_grpc_channel_close(f->ch);
+  assert_int_equal(stream_recv_str(s, buf, sizeof(buf), -1), 0);
+  assert_int_equal(stream_finish(s, text, sizeof(text)), GRACE_GRPC_CANCELLED);
+  assert_string_equal(text, "rpc error: code = Canceled desc = grpc: the client "
+                            "connection is closing");
+  /* Not ended by trailers: none. */
+  assert_int_equal(grace_grpc_stream_trailers(s, &md, &len), 0);
+  assert_int_equal(len, 0);
+  grace_grpc_stream_free(s);
+  /* A stream started on a closed channel is born finished. */
+  s = stream_start(f, NULL);
+  assert_int_equal(grace_grpc_stream_send(s, "x", 1, 0), GRACE_ECLOSED);
+  assert_int_equal(stream_finish(s, text, sizeof(text)), GRACE_GRPC_CANCELLED);
+  grace_grpc_stream_free(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(ok_reply_and_request_headers, setup,
@@ -1528,6 +1892,23 @@ int main(void) {
       cmocka_unit_test_setup_teardown(invalid_arguments_and_targets, setup,
                                       teardown),
       cmocka_unit_test(status_helpers),
+      cmocka_unit_test_setup_teardown(stream_many_messages_then_trailers,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          stream_error_status_decoded_with_trailers, setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          stream_reader_that_does_not_read_stops_the_server, setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          stream_finish_drops_unread_and_lets_server_end, setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          stream_send_backpressure_from_server_that_does_not_read, setup,
+          teardown),
+      cmocka_unit_test_setup_teardown(
+          stream_cancel_wakes_blocked_reader_and_resets, setup, teardown),
+      cmocka_unit_test_setup_teardown(stream_deadline_ends_stream, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(
+          stream_channel_close_and_invalid_arguments, setup, teardown),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);
