@@ -322,8 +322,8 @@ typedef struct grace_grpc_metadata {
  * grace_grpc_channel_free, which waits for it.  Thread-safe.
  */
 GRACE_EXTERN int grace_grpc_stream_start(grace_grpc_channel *ch,
-                                       const char *method, grace_ctx *ctx,
-                                       grace_grpc_stream **out);
+                                         const char *method, grace_ctx *ctx,
+                                         grace_grpc_stream **out);
 
 /*
  * Queues one message, |len| bytes of |msg| (copied; NULL when |len| is
@@ -344,8 +344,9 @@ GRACE_EXTERN int grace_grpc_stream_start(grace_grpc_channel *ch,
  * GRACE_EINVAL   |call| is NULL, or |msg| is NULL with |len| > 0
  * GRACE_ENOMEM   out of memory
  */
-GRACE_EXTERN int grace_grpc_stream_send(grace_grpc_stream *call, const void *msg,
-                                      size_t len, grace_duration timeout);
+GRACE_EXTERN int grace_grpc_stream_send(grace_grpc_stream *call,
+                                        const void *msg, size_t len,
+                                        grace_duration timeout);
 
 /*
  * Half-closes |call|: once the queued messages are out, the request stream
@@ -370,7 +371,7 @@ GRACE_EXTERN int grace_grpc_stream_close_send(grace_grpc_stream *call);
  * GRACE_EINVAL  |call|, |msg| or |len| is NULL
  */
 GRACE_EXTERN int grace_grpc_stream_recv(grace_grpc_stream *call, uint8_t **msg,
-                                      size_t *len, grace_duration timeout);
+                                        size_t *len, grace_duration timeout);
 
 /*
  * Cancels |call| as cancelling its context does: if it has not ended, it
@@ -390,7 +391,7 @@ GRACE_EXTERN void grace_grpc_stream_cancel(grace_grpc_stream *call);
  * is NULL.
  */
 GRACE_EXTERN int grace_grpc_stream_finish(grace_grpc_stream *call,
-                                        grace_grpc_status *status);
+                                          grace_grpc_status *status);
 
 /*
  * Stores in |*md| and |*n| the trailing metadata of |call| (every
@@ -401,8 +402,8 @@ GRACE_EXTERN int grace_grpc_stream_finish(grace_grpc_stream *call,
  * not kept.  Returns 0, or GRACE_EINVAL when an argument is NULL.
  */
 GRACE_EXTERN int grace_grpc_stream_trailers(grace_grpc_stream *call,
-                                          const grace_grpc_metadata **md,
-                                          size_t *n);
+                                            const grace_grpc_metadata **md,
+                                            size_t *n);
 
 /*
  * Frees |call|, cancelling it first if it has not ended.  No other

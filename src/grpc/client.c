@@ -43,8 +43,8 @@ char *grace__grpc_copy_bytes(const char *s, size_t len) {
 /* Stores |code| and a copy of |msg| in |st| and returns what
  * grace_grpc_channel_unary returns for it.  Out of memory, the message is
  * dropped and the code kept. */
-int grace__grpc_status_set(grace_grpc_status *st, uint32_t code, const char *msg,
-                      size_t len) {
+int grace__grpc_status_set(grace_grpc_status *st, uint32_t code,
+                           const char *msg, size_t len) {
   st->code = code;
   st->message = len > 0 ? grace__grpc_copy_bytes(msg, len) : NULL;
   st->message_len = st->message != NULL ? len : 0;
@@ -300,15 +300,16 @@ int grace_grpc_channel_unary(grace_grpc_channel *ch, const char *method,
   /* grpc-go's newClientStream: a context already done fails at once. */
   err = grace_ctx_err(ctx);
   if (err != 0)
-    return grace__grpc_status_set(status, grace__grpc_ctx_code(err), grace_strerror(err),
-                      strlen(grace_strerror(err)));
+    return grace__grpc_status_set(status, grace__grpc_ctx_code(err),
+                                  grace_strerror(err),
+                                  strlen(grace_strerror(err)));
   if (req_len > INT32_MAX) {
     /* grpc-go's default send limit is math.MaxInt32. */
     snprintf(text, sizeof(text),
              "grpc: trying to send message larger than max (%zu vs. %d)",
              req_len, INT32_MAX);
     return grace__grpc_status_set(status, GRACE_GRPC_RESOURCE_EXHAUSTED, text,
-                      strlen(text));
+                                  strlen(text));
   }
   if (ctx != grace_ctx_background()) {
     fd = grace_ctx_done_fd(ctx);
@@ -341,8 +342,9 @@ int grace_grpc_channel_unary(grace_grpc_channel *ch, const char *method,
   if (ch->closing) {
     pthread_mutex_unlock(&ch->lock);
     grace__grpc_op_free(o);
-    return grace__grpc_status_set(status, GRACE_GRPC_CANCELLED, grace__grpc_msg_closing,
-                      strlen(grace__grpc_msg_closing));
+    return grace__grpc_status_set(status, GRACE_GRPC_CANCELLED,
+                                  grace__grpc_msg_closing,
+                                  strlen(grace__grpc_msg_closing));
   }
   ch->callers++;
   grace__list_push(&ch->submitted, &o->link);
@@ -398,7 +400,7 @@ int grace_grpc_channel_unary_pb(
   if (m == NULL) {
     free(status->message);
     return grace__grpc_status_set(status, GRACE_GRPC_INTERNAL, unmarshal,
-                      sizeof(unmarshal) - 1);
+                                  sizeof(unmarshal) - 1);
   }
   *resp = m;
   return 0;

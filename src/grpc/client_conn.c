@@ -1499,8 +1499,7 @@ static void process_kicks(grace_grpc_channel *ch) {
     } else if (o->stream_id > 0 && o->conn != NULL &&
                o->conn->session != NULL) {
       if (release > 0)
-        nghttp2_session_consume_stream(o->conn->session, o->stream_id,
-                                       release);
+        nghttp2_session_consume_stream(o->conn->session, o->stream_id, release);
       if (o->deferred) {
         o->deferred = 0;
         nghttp2_session_resume_data(o->conn->session, o->stream_id);

@@ -89,12 +89,12 @@ struct grace_grpc_stream {
   op *op; /* the I/O thread's alone; valid while on ch->kicked */
   /* lock-guarded */
   int refs;
-  waiter w;      /* the status, once w.done */
-  int io_done;   /* the op is gone: nothing will change any more */
-  int kicked;    /* on ch->kicked */
+  waiter w;    /* the status, once w.done */
+  int io_done; /* the op is gone: nothing will change any more */
+  int kicked;  /* on ch->kicked */
   grace__list kick_link;
-  int cancel;    /* grace_grpc_stream_cancel was called */
-  int discard;   /* grace_grpc_stream_finish: drop what arrives */
+  int cancel;  /* grace_grpc_stream_cancel was called */
+  int discard; /* grace_grpc_stream_finish: drop what arrives */
   int send_closed;
   uint8_t *sbuf; /* the send queue: framed messages, [soff, slen) */
   size_t scap, soff, slen;
@@ -140,12 +140,12 @@ struct op {
   uint8_t *req; /* prefix + message */
   size_t req_len, req_off;
   int attempts;
-  conn *conn;        /* the connection it waits on or streams on */
-  int32_t stream_id; /* > 0 while nghttp2 has the stream */
-  int not_sent;      /* nghttp2 refused to send the request HEADERS */
+  conn *conn;              /* the connection it waits on or streams on */
+  int32_t stream_id;       /* > 0 while nghttp2 has the stream */
+  int not_sent;            /* nghttp2 refused to send the request HEADERS */
   grace_grpc_stream *call; /* a streaming call, or NULL for a unary one */
-  int sent_body;         /* request bytes went out on this attempt */
-  int deferred;          /* the data provider is waiting for more */
+  int sent_body;           /* request bytes went out on this attempt */
+  int deferred;            /* the data provider is waiting for more */
   /* The trailers being received (streaming calls). */
   grace_grpc_metadata *h_md;
   size_t h_nmd, h_md_bytes;

@@ -111,7 +111,7 @@ static void drop_queue_locked(grace_grpc_stream *call) {
 /* ---- The API ------------------------------------------------------------ */
 
 int grace_grpc_stream_start(grace_grpc_channel *ch, const char *method,
-                          grace_ctx *ctx, grace_grpc_stream **out) {
+                            grace_ctx *ctx, grace_grpc_stream **out) {
   pthread_condattr_t attr;
   grace_grpc_stream *call;
   op *o = NULL;
@@ -169,8 +169,8 @@ int grace_grpc_stream_start(grace_grpc_channel *ch, const char *method,
   if (o != NULL && ch->closing) {
     /* grpc-go's ErrClientConnClosing. */
     call->w.code = GRACE_GRPC_CANCELLED;
-    call->w.message = grace__grpc_copy_bytes(
-        grace__grpc_msg_closing, strlen(grace__grpc_msg_closing));
+    call->w.message = grace__grpc_copy_bytes(grace__grpc_msg_closing,
+                                             strlen(grace__grpc_msg_closing));
     call->w.message_len =
         call->w.message != NULL ? strlen(grace__grpc_msg_closing) : 0;
     call->w.done = 1;
@@ -234,7 +234,7 @@ static int sendq_reserve(grace_grpc_stream *call, size_t need) {
 }
 
 int grace_grpc_stream_send(grace_grpc_stream *call, const void *msg, size_t len,
-                         grace_duration timeout) {
+                           grace_duration timeout) {
   grace_grpc_channel *ch;
   struct timespec until;
   size_t need, queued;
@@ -302,7 +302,7 @@ int grace_grpc_stream_close_send(grace_grpc_stream *call) {
 }
 
 int grace_grpc_stream_recv(grace_grpc_stream *call, uint8_t **msg, size_t *len,
-                         grace_duration timeout) {
+                           grace_duration timeout) {
   grace_grpc_channel *ch;
   struct timespec until;
   rmsg *m;
@@ -365,7 +365,8 @@ void grace_grpc_stream_cancel(grace_grpc_stream *call) {
     grace__grpc_channel_wake(call->ch);
 }
 
-int grace_grpc_stream_finish(grace_grpc_stream *call, grace_grpc_status *status) {
+int grace_grpc_stream_finish(grace_grpc_stream *call,
+                             grace_grpc_status *status) {
   grace_grpc_channel *ch;
   int wake = 0;
   uint32_t code;
@@ -398,7 +399,7 @@ int grace_grpc_stream_finish(grace_grpc_stream *call, grace_grpc_status *status)
 }
 
 int grace_grpc_stream_trailers(grace_grpc_stream *call,
-                             const grace_grpc_metadata **md, size_t *n) {
+                               const grace_grpc_metadata **md, size_t *n) {
   if (call == NULL || md == NULL || n == NULL)
     return GRACE_EINVAL;
   pthread_mutex_lock(&call->ch->lock);

@@ -146,6 +146,7 @@ class GrpcClientStreaming(gracetest.ProgramTestCase):
             self.assertTrue(any(l.startswith(f"PASS {name}") for l in out),
                             f"{name} did not report\n{prog.describe()}")
         self.assertEqual(code, 0, prog.describe())
+        self.assertEqual(prog.sanitizer_reports(), [], prog.describe())
         return out
 
     def test_unary_and_status(self):

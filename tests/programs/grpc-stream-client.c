@@ -190,7 +190,8 @@ static void server_stream(long count) {
   grace_grpc_stream_trailers(s, &md, &n);
   snprintf(want, sizeof(want), "%ld", count);
   for (k = 0; k < n; k++)
-    seen |= strcmp(md[k].name, "x-count") == 0 && strcmp(md[k].value, want) == 0;
+    seen |=
+        strcmp(md[k].name, "x-count") == 0 && strcmp(md[k].value, want) == 0;
   if (!seen) {
     fail(name, "no x-count trailer");
     goto out;
@@ -360,7 +361,8 @@ static void backpressure(void) {
     return;
   /* The server does not read: its windows fill, then our queue. */
   for (;;) {
-    rv = grace_grpc_stream_send(s, chunk, sizeof(chunk), 200 * GRACE_MILLISECOND);
+    rv = grace_grpc_stream_send(s, chunk, sizeof(chunk),
+                                200 * GRACE_MILLISECOND);
     if (rv == GRACE_EBUSY)
       break;
     if (rv != 0) {
@@ -408,9 +410,9 @@ out:
 }
 
 int main(int argc, char **argv) {
-  static const char *const all[] = {"unary",         "status", "server-stream",
-                                    "client-stream", "bidi",   "cancel",
-                                    "deadline",      "backpressure"};
+  static const char *const all[] = {
+      "unary", "status", "server-stream", "client-stream",
+      "bidi",  "cancel", "deadline",      "backpressure"};
   const char *const *names = all;
   int n = (int)(sizeof(all) / sizeof(all[0])), i, rv;
 

@@ -780,6 +780,9 @@ typedef struct fixture {
   fserver *srv;
   grace_grpc_channel *ch;
   char target[64];
+  /* Streams a failed test left open: teardown frees them, or
+   * grace_grpc_channel_free would wait for them forever. */
+  grace_grpc_stream *open[4];
 } fixture;
 
 static int setup(void **state) {
@@ -795,7 +798,10 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   fixture *f = *state;
+  size_t i;
 
+  for (i = 0; i < sizeof(f->open) / sizeof(f->open[0]); i++)
+    grace_grpc_stream_free(f->open[i]);
   grace_grpc_channel_free(f->ch);
   fserver_stop(f->srv);
   free(f);
@@ -1534,10 +1540,24 @@ static void status_helpers(void **state) {
 
 static grace_grpc_stream *stream_start(fixture *f, grace_ctx *ctx) {
   grace_grpc_stream *s = NULL;
+  size_t i;
 
   assert_int_equal(grace_grpc_stream_start(f->ch, CALL, ctx, &s), 0);
   assert_non_null(s);
+  for (i = 0; f->open[i] != NULL; i++)
+    assert_true(i + 1 < sizeof(f->open) / sizeof(f->open[0]));
+  f->open[i] = s;
   return s;
+}
+
+static void stream_free(fixture *f, grace_grpc_stream *s) {
+  size_t i;
+
+  for (i = 0; i < sizeof(f->open) / sizeof(f->open[0]); i++) {
+    if (f->open[i] == s)
+      f->open[i] = NULL;
+  }
+  grace_grpc_stream_free(s);
 }
 
 static void stream_send_str(grace_grpc_stream *s, const char *text) {
@@ -1593,12 +1613,12 @@ static void stream_many_messages_then_trailers(void **state) {
   assert_int_equal(stream_finish(s, text, sizeof(text)), 0);
   assert_int_equal(grace_grpc_stream_trailers(s, &md, &n), 0);
   for (i = 0; i < n; i++)
-    found |= strcmp(md[i].name, "grpc-status") == 0 &&
-             strcmp(md[i].value, "0") == 0;
+    found |=
+        strcmp(md[i].name, "grpc-status") == 0 && strcmp(md[i].value, "0") == 0;
   assert_true(found);
   /* Ended: sends say so. */
   assert_int_equal(grace_grpc_stream_send(s, "x", 1, 0), GRACE_ECLOSED);
-  grace_grpc_stream_free(s);
+  stream_free(f, s);
 }
 
 static void stream_error_status_decoded_with_trailers(void **state) {
@@ -1622,7 +1642,7 @@ static void stream_error_status_decoded_with_trailers(void **state) {
   assert_string_equal(md[1].value, "5");
   assert_string_equal(md[2].name, "grpc-message");
   assert_string_equal(md[2].value, "no such 100%25 thing"); /* as received */
-  grace_grpc_stream_free(s);
+  stream_free(f, s);
 }
 
 /* Waits until the server's count of response bytes sent stops growing. */
@@ -1667,7 +1687,7 @@ static void stream_reader_that_does_not_read_stops_the_server(void **state) {
   assert_int_equal(grace_grpc_stream_recv(s, &msg, &len, 5 * GRACE_SECOND), 0);
   assert_int_equal(stream_finish(s, text, sizeof(text)), 0);
   assert_int_equal(fserver_stats(f->srv).body_sent, count * m);
-  grace_grpc_stream_free(s);
+  stream_free(f, s);
 }
 
 static void stream_finish_drops_unread_and_lets_server_end(void **state) {
@@ -1679,11 +1699,11 @@ static void stream_finish_drops_unread_and_lets_server_end(void **state) {
   grace_grpc_stream_close_send(s);
   wait_body_sent_settles(f->srv);
   assert_int_equal(stream_finish(s, text, sizeof(text)), 0);
-  grace_grpc_stream_free(s);
+  stream_free(f, s);
 }
 
-static void stream_send_backpressure_from_server_that_does_not_read(
-    void **state) {
+static void
+stream_send_backpressure_from_server_that_does_not_read(void **state) {
   fixture *f = *state;
   grace_grpc_channel_options opts;
   grace_grpc_channel *ch;
@@ -1704,8 +1724,8 @@ static void stream_send_backpressure_from_server_that_does_not_read(
   /* The first message is the command, read once the stream ends. */
   assert_int_equal(grace_grpc_stream_send(s, "count:", 6, GRACE_SECOND), 0);
   for (;;) {
-    rv = grace_grpc_stream_send(s, chunk, sizeof(chunk),
-                                50 * GRACE_MILLISECOND);
+    rv =
+        grace_grpc_stream_send(s, chunk, sizeof(chunk), 50 * GRACE_MILLISECOND);
     if (rv == GRACE_EBUSY)
       break;
     assert_int_equal(rv, 0);
@@ -1767,11 +1787,12 @@ static void stream_cancel_wakes_blocked_reader_and_resets(void **state) {
   assert_int_equal(pthread_join(b.thread, NULL), 0);
   assert_int_equal(b.rv, 0);
   assert_int_equal(stream_finish(s, text, sizeof(text)), GRACE_GRPC_CANCELLED);
-  assert_string_equal(text, "rpc error: code = Canceled desc = context canceled");
+  assert_string_equal(text,
+                      "rpc error: code = Canceled desc = context canceled");
   for (i = 0; i < 500 && fserver_stats(f->srv).rst[NGHTTP2_CANCEL] == 0; i++)
     usleep(10000);
   assert_int_equal(fserver_stats(f->srv).rst[NGHTTP2_CANCEL], 1);
-  grace_grpc_stream_free(s);
+  stream_free(f, s);
 }
 
 static void stream_deadline_ends_stream(void **state) {
@@ -1794,13 +1815,13 @@ static void stream_deadline_ends_stream(void **state) {
                    GRACE_GRPC_DEADLINE_EXCEEDED);
   assert_true(fserver_stats(f->srv).timeout[0] != '\0');
   /* A recv that times out itself is "not now", not the end. */
-  grace_grpc_stream_free(s);
+  stream_free(f, s);
   s = stream_start(f, NULL);
   stream_send_str(s, "ok:never");
   assert_int_equal(stream_recv_str(s, buf, sizeof(buf), 50 * GRACE_MILLISECOND),
                    GRACE_EBUSY);
   assert_int_equal(stream_recv_str(s, buf, sizeof(buf), 0), GRACE_EBUSY);
-  grace_grpc_stream_free(s);
+  stream_free(f, s);
   grace_ctx_cancel(ctx);
   grace_ctx_unref(ctx);
 }
@@ -1834,17 +1855,18 @@ static void stream_channel_close_and_invalid_arguments(void **state) {
   grace_grpc_channel_close(f->ch);
   assert_int_equal(stream_recv_str(s, buf, sizeof(buf), -1), 0);
   assert_int_equal(stream_finish(s, text, sizeof(text)), GRACE_GRPC_CANCELLED);
-  assert_string_equal(text, "rpc error: code = Canceled desc = grpc: the client "
-                            "connection is closing");
+  assert_string_equal(text,
+                      "rpc error: code = Canceled desc = grpc: the client "
+                      "connection is closing");
   /* Not ended by trailers: none. */
   assert_int_equal(grace_grpc_stream_trailers(s, &md, &len), 0);
   assert_int_equal(len, 0);
-  grace_grpc_stream_free(s);
+  stream_free(f, s);
   /* A stream started on a closed channel is born finished. */
   s = stream_start(f, NULL);
   assert_int_equal(grace_grpc_stream_send(s, "x", 1, 0), GRACE_ECLOSED);
   assert_int_equal(stream_finish(s, text, sizeof(text)), GRACE_GRPC_CANCELLED);
-  grace_grpc_stream_free(s);
+  stream_free(f, s);
 }
 
 int main(void) {
@@ -1892,10 +1914,10 @@ int main(void) {
       cmocka_unit_test_setup_teardown(invalid_arguments_and_targets, setup,
                                       teardown),
       cmocka_unit_test(status_helpers),
-      cmocka_unit_test_setup_teardown(stream_many_messages_then_trailers,
+      cmocka_unit_test_setup_teardown(stream_many_messages_then_trailers, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(stream_error_status_decoded_with_trailers,
                                       setup, teardown),
-      cmocka_unit_test_setup_teardown(
-          stream_error_status_decoded_with_trailers, setup, teardown),
       cmocka_unit_test_setup_teardown(
           stream_reader_that_does_not_read_stops_the_server, setup, teardown),
       cmocka_unit_test_setup_teardown(
