@@ -1,122 +1,226 @@
 /*
- * libFuzzer target for the HTTP/1.1 server: each input is sent as the
- * bytes of one client connection to a real server on 127.0.0.1 (started
- * once), then the client half-closes and reads until the server closes.
- * ASan/UBSan catch memory errors in the parser glue, pipelining, limits and
- * error paths; libFuzzer's -timeout catches a connection the server never
- * closes.
+ * libFuzzer target for HTTP/1.1 (and its switch to HTTP/2) as a sans-I/O
+ * protocol on a memory connection (net/conn.h): no socket, no loop, no
+ * thread, so every input is replayed exactly.
+ *
+ * The input is a schedule, then the client's bytes:
+ *
+ *   byte 0      mode: bits 0-1 how handlers answer (0 at once, 1 later,
+ *               2 a streamed answer, 3 abandon); bit 2 a "socket" that
+ *               takes only 64 bytes until the peer reads (writes queue);
+ *               bit 3 handlers pause streamed bodies after each piece
+ *   byte 1      number of steps (at most 64), two bytes each:
+ *                 size of the next piece of input fed (0: none);
+ *                 an action: answer the held requests, let the peer read
+ *                 what was written, resume paused bodies, begin a graceful
+ *                 shutdown, the peer's EOF, or force the connection
+ *   the rest    the client's bytes, fed by the steps, then what is left in
+ *               one piece, then EOF
+ *
+ * ASan/UBSan catch memory errors in the parser glue, pipelining, body
+ * framing, limits, re-entrant answers and error paths; the final checks
+ * catch a connection or request that is never released.
  *
  *   cmake -B build-asan -DGRACE_SANITIZE=ON (with CC=clang) builds it;
  *   ./build-asan/tests/fuzz_http -max_total_time=300 NEW_DIR fuzz/corpus/http
  */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "grace/http.h"
+#include "http/internal.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static int port;
+#define MAX_HELD 16
 
-static void echo(grace_http_request *req, void *data) {
+static grace_http_server *srv;
+static unsigned mode;
+static grace_http_request *held[MAX_HELD];
+static size_t nheld;
+static grace_http_request *paused[MAX_HELD];
+static size_t npaused;
+
+static void forget(grace_http_request **list, size_t *n,
+                   grace_http_request *req) {
+  for (size_t i = 0; i < *n; i++)
+    if (list[i] == req) {
+      list[i] = list[--*n];
+      return;
+    }
+}
+
+/* Answers |req| the way the mode says (at once, or when asked). */
+static void answer(grace_http_request *req) {
   size_t len;
   const void *body = grace_http_request_body(req, &len);
+  forget(paused, &npaused, req);
+  switch (mode & 3) {
+  case 2:
+    grace_http_response_header(req, "X-Mode", "stream");
+    (void)grace_http_response_write(req, "piece one,", 10);
+    (void)grace_http_response_write(req, body, len);
+    grace_http_response_trailer(req, "X-Done", "1");
+    grace_http_response_end(req);
+    break;
+  case 3:
+    grace_http_request_abandon(req);
+    break;
+  default:
+    grace_http_response_header(req, "Content-Length", "7"); /* ignored */
+    grace_http_respond(req, len > 0 ? 200 : 204, body, len);
+    break;
+  }
+}
+
+static void on_cancel(grace_http_request *req, void *data) {
+  (void)data;
+  forget(held, &nheld, req);
+  forget(paused, &npaused, req);
+  grace_http_request_abandon(req);
+}
+
+static void hold_or_answer(grace_http_request *req) {
+  if ((mode & 3) == 1 && nheld < MAX_HELD) {
+    held[nheld++] = req;
+    grace_http_request_on_cancel(req, on_cancel, NULL);
+    return;
+  }
+  answer(req);
+}
+
+static void echo(grace_http_request *req, void *data) {
   char q[64];
+  size_t iter = 0;
+  const char *name, *value;
   (void)data;
   grace_http_request_query(req, "q", q, sizeof(q));
   grace_http_request_header(req, "Host");
-  grace_http_respond(req, 200, body, len);
+  while (grace_http_request_header_next(req, &iter, &name, &value))
+    ;
+  hold_or_answer(req);
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-  (void)argc;
-  (void)argv;
-  grace_http_options opts;
-  grace_http_server *srv;
-  grace_http_options_init(&opts);
-  opts.loops = 1;
-  opts.max_header_bytes = 4096;
-  opts.max_body_bytes = 4096;
-  opts.read_header_timeout = 500 * GRACE_MILLISECOND;
-  opts.idle_timeout = 500 * GRACE_MILLISECOND;
-  if (grace_http_server_new(&opts, &srv) != 0 ||
-      grace_http_server_handle(srv, "/", echo, NULL) != 0 ||
-      grace_http_server_listen(srv, "127.0.0.1:0") != 0 ||
-      grace_http_server_start(srv) != 0)
-    abort();
-  port = grace_http_server_port(srv, 0);
-  /* The server lives for the whole fuzzing process. */
+static int on_body(grace_http_request *req, const void *p, size_t n, int end,
+                   void *data) {
+  (void)p;
+  (void)n;
+  (void)data;
+  if (end) {
+    hold_or_answer(req);
+    return 0;
+  }
+  if ((mode & 8) && npaused < MAX_HELD) {
+    paused[npaused++] = req;
+    return 1;
+  }
   return 0;
 }
 
-/* poll(2) on one descriptor, resumed after EINTR with the time left. */
-static int wait_for(struct pollfd *p, int ms) {
-  int64_t end = grace_now() / GRACE_MILLISECOND + ms;
-  for (;;) {
-    int rv = poll(p, 1, ms);
-    if (rv >= 0 || errno != EINTR)
-      return rv;
-    ms = (int)(end - grace_now() / GRACE_MILLISECOND);
-    if (ms <= 0)
-      return 0;
+static void stream(grace_http_request *req, void *data) {
+  (void)data;
+  grace_http_request_on_cancel(req, on_cancel, NULL);
+  grace_http_request_read(req, on_body, NULL);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+  grace_http_options opts;
+  (void)argc;
+  (void)argv;
+  grace_http_options_init(&opts);
+  opts.loops = 1;
+  opts.max_header_bytes = 4096;
+  opts.max_body_bytes = 8192;
+  if (grace_http_server_new(&opts, &srv) != 0 ||
+      grace_http_server_handle(srv, "/", echo, NULL) != 0 ||
+      grace_http_server_handle_stream(srv, "/s", stream, NULL) != 0)
+    abort();
+  return 0;
+}
+
+static void act(grace__conn *c, uint8_t action) {
+  size_t len;
+  switch (action % 8) {
+  case 0: /* the handler answers what it held */
+    while (nheld > 0) {
+      grace_http_request *req = held[--nheld];
+      answer(req);
+    }
+    break;
+  case 1: /* the peer reads what was written */
+    grace__conn_mem_output(c, &len);
+    grace__conn_mem_take(c, len);
+    break;
+  case 2: /* a paused body goes on */
+    while (npaused > 0)
+      grace_http_request_resume(paused[--npaused]);
+    break;
+  case 3:
+    grace__conn_shutdown(c);
+    break;
+  case 4:
+    grace__conn_mem_feed(c, NULL, 0);
+    break;
+  case 5:
+    grace__conn_force(c);
+    break;
+  default:
+    break;
   }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in sa;
-  memset(&sa, 0, sizeof(sa));
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons((uint16_t)port);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  /* libFuzzer's SIGALRM (for -timeout) interrupts calls: retry them. */
-  if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-    struct pollfd p = {.fd = fd, .events = POLLOUT};
-    if (errno != EINTR || wait_for(&p, 2000) <= 0) {
-      perror("fuzz_http: connect");
-      abort();
-    }
+  if (size < 2)
+    return 0;
+  mode = data[0];
+  size_t steps = data[1] % 65;
+  data += 2;
+  size -= 2;
+  const uint8_t *sched = data;
+  if (size < steps * 2)
+    steps = size / 2;
+  data += steps * 2;
+  size -= steps * 2;
+
+  void *h1 = grace__h1_new(srv, NULL);
+  if (h1 == NULL)
+    return 0;
+  grace__conn *c = grace__conn_new_mem(&srv->reg, &grace__h1_proto, h1,
+                                       (mode & 4) ? 64 : SIZE_MAX);
+  if (c == NULL) {
+    free(h1);
+    return 0;
   }
-  size_t off = 0;
-  char buf[65536];
-  while (off < size) {
-    ssize_t n = send(fd, data + off, size - off, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) {
-      off += (size_t)n;
-      continue;
-    }
-    /* The server may close early (an error response): stop sending. */
-    if (n < 0 && errno == EINTR)
-      continue;
-    struct pollfd p = {.fd = fd, .events = POLLIN | POLLOUT};
-    if (wait_for(&p, 1000) <= 0 || (p.revents & (POLLERR | POLLHUP)))
-      break;
-    if (p.revents & POLLIN && recv(fd, buf, sizeof(buf), 0) <= 0)
-      break;
+  for (size_t i = 0; i < steps; i++) {
+    size_t n = sched[2 * i];
+    if (n > size)
+      n = size;
+    if (n > 0 && !(c->flags & GRACE__CF_CLOSED))
+      grace__conn_mem_feed(c, data, n);
+    data += n;
+    size -= n;
+    act(c, sched[2 * i + 1]);
   }
-  shutdown(fd, SHUT_WR);
-  for (;;) {
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (wait_for(&p, 2000) <= 0) {
-      /* The server neither answered nor closed. */
-      fprintf(stderr, "fuzz_http: no close from the server\n");
-      abort();
-    }
-    ssize_t n = recv(fd, buf, sizeof(buf), 0);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
+  if (size > 0 && !(c->flags & GRACE__CF_CLOSED))
+    grace__conn_mem_feed(c, data, size);
+  act(c, 1);
+  act(c, 2);
+  act(c, 0);
+  if (!(c->flags & GRACE__CF_CLOSED))
+    grace__conn_mem_feed(c, NULL, 0);
+  act(c, 0);
+  /* Closing cancels what handlers still hold; they abandon it. */
+  grace__conn_mem_free(c);
+  while (nheld > 0)
+    answer(held[--nheld]);
+  npaused = 0;
+  if (atomic_load(&srv->reg.nconns) != 0 ||
+      atomic_load(&srv->st_inflight) != 0) {
+    fprintf(stderr, "a connection or a request was never released\n");
+    abort();
   }
-  close(fd);
   return 0;
 }

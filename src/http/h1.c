@@ -608,6 +608,7 @@ static ssize_t h1_on_read(grace__conn *c, const uint8_t *p, size_t n) {
 
 static void h1_on_eof(grace__conn *c) {
   h1 *h = c->pdata;
+  h->conn = c;
   h->eof = 1;
   if (h->phase == P_HANDLER) {
     /* Go cancels the request's context when the client closes; the
@@ -626,6 +627,7 @@ static void h1_on_eof(grace__conn *c) {
 
 static void h1_on_flushed(grace__conn *c) {
   h1 *h = c->pdata;
+  h->conn = c;
   if (h->phase == P_HANDLER && h->req != NULL && h->req->want_writable) {
     grace__req_writable(h->req);
     return;
@@ -643,6 +645,7 @@ static void h1_on_flushed(grace__conn *c) {
 
 static void h1_on_timer(grace__conn *c, unsigned list) {
   h1 *h = c->pdata;
+  h->conn = c;
   switch (list) {
   case GRACE__TL_BODY:
     /* The client stopped sending its body (nginx's client_body_timeout):
@@ -670,6 +673,7 @@ static void h1_on_timer(grace__conn *c, unsigned list) {
 
 static void h1_on_shutdown(grace__conn *c) {
   h1 *h = c->pdata;
+  h->conn = c;
   if (h->phase != P_IDLE || h->waiting_flush)
     return; /* its answer will carry Connection: close */
   /* New or idle: serve the bytes it has already sent, else close. */

@@ -95,14 +95,22 @@ unsigned grace__conn_loop_close_all(grace__conn_loop *cl) {
   for (it = cl->conns.next; it != &cl->conns; it = next) {
     grace__conn *c = grace__container_of(it, grace__conn, link);
     grace__conn_ref(c);
-    if (!(c->flags & GRACE__CF_CLOSED)) {
-      if (c->proto->on_force != NULL)
-        cut += c->proto->on_force(c);
-      grace__conn_close(c);
-    }
+    cut += grace__conn_force(c);
     next = it->next;
     grace__conn_unref(c);
   }
+  return cut;
+}
+
+unsigned grace__conn_force(grace__conn *c) {
+  unsigned cut = 0;
+  if (c->flags & GRACE__CF_CLOSED)
+    return 0;
+  grace__conn_ref(c);
+  if (c->proto->on_force != NULL)
+    cut = c->proto->on_force(c);
+  grace__conn_close(c);
+  grace__conn_unref(c);
   return cut;
 }
 
@@ -453,7 +461,8 @@ void grace__conn_mem_take(grace__conn *c, size_t n) {
   size_t queued_before = grace__conn_queued(c);
   if (n > have)
     n = have;
-  memmove(c->wp, c->wp + n, have - n);
+  if (n > 0)
+    memmove(c->wp, c->wp + n, have - n);
   c->wlen = have - n;
   c->woff = 0;
   if (queued_before > 0 && grace__conn_queued(c) == 0) {

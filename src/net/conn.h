@@ -239,6 +239,9 @@ void grace__conn_resume(grace__conn *c);
  * serves what a new or idle connection already sent before closing it). */
 void grace__conn_read_now(grace__conn *c);
 
+/* Cuts |c| now: on_force, then close.  Returns what on_force cut. */
+unsigned grace__conn_force(grace__conn *c);
+
 /* Closes the socket now (pending writes are dropped). Idempotent. */
 void grace__conn_close(grace__conn *c);
 
