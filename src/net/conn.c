@@ -205,7 +205,8 @@ int grace__conn_start(grace__conn *c, grace__conn_loop *cl) {
   c->poll.data = c;
   c->flags |= GRACE__CF_HANDLE_OPEN;
   c->peer_len = sizeof(c->peer);
-  if (getpeername(c->fd, (struct sockaddr *)&c->peer, &c->peer_len) != 0)
+  if (getpeername(c->fd, &c->peer.sa, &c->peer_len) != 0 ||
+      c->peer_len > sizeof(c->peer))
     c->peer_len = 0;
   grace__conn_set_state(c, GRACE__CS_NEW);
   grace__conn_timer(c, GRACE__TL_HEADER);

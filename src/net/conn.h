@@ -26,6 +26,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -150,7 +151,11 @@ struct grace__conn {
   uint8_t *wp;
   size_t woff, wlen, wcap;
   size_t wmem_room;     /* memory connection: bytes the "socket" takes */
-  struct sockaddr_storage peer;
+  union {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+  } peer;               /* the client's address (TCP) */
   socklen_t peer_len;
   int depth;            /* nesting of deliveries (resume inside a read) */
 };

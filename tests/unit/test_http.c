@@ -788,6 +788,81 @@ static void test_emfile_backoff(void **state) {
   assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+static int more_hooks_run;
+
+static void counting_hook(grace_http_server *srv, void *data) {
+  (void)srv;
+  (void)data;
+  more_hooks_run++;
+}
+
+static void registering_hook(grace_http_server *srv, void *data) {
+  (void)data;
+  more_hooks_run++;
+  /* Registering from a hook moves the array shutdown is walking. */
+  for (int i = 0; i < 64; i++)
+    assert_int_equal(grace_http_server_on_shutdown(srv, counting_hook, NULL),
+                     0);
+}
+
+/* A hook that registers hooks while shutdown runs them: the array grows
+ * under the walk (a use-after-free before), and the new ones run too. */
+static void test_hook_registers_hooks_during_shutdown(void **state) {
+  (void)state;
+  held h = {0};
+  grace_http_server *srv = start_server(NULL, &h);
+  more_hooks_run = 0;
+  assert_int_equal(grace_http_server_on_shutdown(srv, registering_hook, NULL),
+                   0);
+  assert_int_equal(grace_http_server_shutdown_begin(srv, NULL, NULL), 0);
+  assert_int_equal(more_hooks_run, 65);
+  assert_int_equal(grace_http_server_shutdown(srv, NULL), 0);
+  grace_http_server_free(srv);
+}
+
+static void ctx_on_pool(grace_http_request *req, void *data) {
+  (void)data;
+  /* Asked for on a pool thread while the loop thread cancels the request
+   * as its client leaves: the context is made once, and cancelled. */
+  grace_ctx *ctx = grace_http_request_ctx(req);
+  assert_non_null(ctx);
+  assert_true(grace_http_request_ctx(req) == ctx);
+  assert_true(grace_ctx_wait(ctx, 3 * GRACE_SECOND) == GRACE_ECANCELED ||
+              grace_ctx_err(ctx) == GRACE_ECANCELED);
+  grace_http_respond(req, 200, "late", 4);
+}
+
+static void ctx_race(grace_http_request *req, void *data) {
+  if (grace_http_run_blocking(req, ctx_on_pool, data) != 0)
+    grace_http_respond(req, 500, NULL, 0);
+}
+
+/* grace_http_request_ctx from a pool thread races with the cancellation
+ * of a client that leaves (ThreadSanitizer saw the unsynchronised lazy
+ * creation); the context is cancelled either way. */
+static void test_request_ctx_from_pool_races_cancel(void **state) {
+  (void)state;
+  grace_http_options opts;
+  grace_http_options_init(&opts);
+  opts.loops = 1;
+  grace_http_server *srv;
+  assert_int_equal(grace_http_server_new(&opts, &srv), 0);
+  assert_int_equal(grace_http_server_handle(srv, "/ctx", ctx_race, NULL), 0);
+  assert_int_equal(grace_http_server_listen(srv, "127.0.0.1:0"), 0);
+  assert_int_equal(grace_http_server_start(srv), 0);
+  int port = grace_http_server_port(srv, 0);
+  for (int i = 0; i < 20; i++) {
+    int fd = dial(port);
+    send_str(fd, "GET /ctx HTTP/1.1\r\nHost: x\r\n\r\n");
+    close(fd);
+  }
+  assert_int_equal(grace_http_server_shutdown(srv, NULL), 0);
+  grace_http_stats st;
+  grace_http_server_stats(srv, &st);
+  assert_int_equal(st.requests_cut, 20);
+  grace_http_server_free(srv);
+}
+
 static void test_status_text(void **state) {
   (void)state;
   assert_string_equal(grace_http_status_text(200), "OK");
@@ -818,6 +893,8 @@ int main(void) {
       cmocka_unit_test(test_conn_states_observed),
       cmocka_unit_test(test_listen_errors),
       cmocka_unit_test(test_listen_fd_adopted),
+      cmocka_unit_test(test_hook_registers_hooks_during_shutdown),
+      cmocka_unit_test(test_request_ctx_from_pool_races_cancel),
       cmocka_unit_test(test_status_text),
   };
   return cmocka_run_group_tests_name("http", tests, NULL, NULL);
