@@ -195,9 +195,13 @@ static void go_idle(h1 *h) {
  * the last answer carries Connection: close; a request already pipelined
  * behind it is served first.  A body the handler did not read to its end
  * leaves the connection unreadable. */
-static int must_close(const h1 *h, const grace_http_request *req) {
-  return !req->keep_alive || h->eof || h->body_open ||
+static int must_close_now(const h1 *h, const grace_http_request *req) {
+  return !req->keep_alive || h->eof ||
          (grace__conn_shutting_down(h->conn) && !input_pending(h));
+}
+
+static int must_close(const h1 *h, const grace_http_request *req) {
+  return must_close_now(h, req) || h->body_open;
 }
 
 /* The answer to |req| is written: the next request, idle, or the end. */
@@ -270,7 +274,11 @@ static int h1_start(grace_http_request *req) {
 
   req->resp_no_body = (uint8_t)(req->is_head || grace__status_no_body(status));
   req->resp_chunked = (uint8_t)(!grace__status_no_body(status) && req->minor == 1);
-  req->resp_close = (uint8_t)(must_close(h, req) ||
+  /* A body still being read does not announce the close: the handler
+   * may read it to its end before it ends the answer (an echo), and
+   * h1_end closes then if it did not (a delimited answer may be followed
+   * by a close without "Connection: close"). */
+  req->resp_close = (uint8_t)(must_close_now(h, req) ||
                               (!req->resp_chunked && !grace__status_no_body(status)));
   n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\nDate: %s\r\n%s%s", status,
                grace_http_status_text(status),
