@@ -327,7 +327,9 @@ static void h1_end(grace_http_request *req) {
   size_t iter = 0;
   if (drop_if_gone(h, req))
     return;
-  if (req->resp_chunked) {
+  /* The answer to HEAD announces chunked framing as GET's would, but has
+   * no body, not even its last chunk (RFC 9110 section 9.3.2). */
+  if (req->resp_chunked && !req->resp_no_body) {
     int rv = grace__conn_write(h->conn, "0\r\n", 3);
     while (rv == 0 && grace__req_trailer_next(req, &iter, &name, &value)) {
       rv |= grace__conn_write(h->conn, name, strlen(name));
