@@ -196,8 +196,11 @@ static void go_idle(h1 *h) {
  * behind it is served first.  A body the handler did not read to its end
  * leaves the connection unreadable. */
 static int must_close_now(const h1 *h, const grace_http_request *req) {
+  /* While a streamed body is open, the input pending is that body, not a
+   * pipelined request to serve first. */
   return !req->keep_alive || h->eof ||
-         (grace__conn_shutting_down(h->conn) && !input_pending(h));
+         (grace__conn_shutting_down(h->conn) &&
+          (h->body_open || !input_pending(h)));
 }
 
 static int must_close(const h1 *h, const grace_http_request *req) {
