@@ -551,6 +551,41 @@ static void test_upload_content_length_paused_and_resumed(void **state) {
   upload_echoed(0);
 }
 
+/* During a shutdown, a streamed answer begun while its body arrives says
+ * "Connection: close", and the connection closes after it. */
+static void test_upload_answer_during_shutdown_closes(void **state) {
+  (void)state;
+  const size_t total = 256u << 10;
+  grace_http_server *srv = start_server();
+  int fd = dial(port_of(srv));
+  rd *r = calloc(1, sizeof(*r));
+  head h;
+  char req[256], trailers[256];
+  pthread_t t;
+  sender s = {.fd = fd, .chunked = 0, .total = total};
+  r->fd = fd;
+  snprintf(req, sizeof(req), "POST /upload HTTP/1.1\r\nHost: x\r\n"
+                             "Content-Length: %zu\r\n\r\n", total);
+  send_str(fd, req);
+  usleep(100000); /* the handler has the request and reads */
+  assert_int_equal(grace_http_server_shutdown_begin(srv, NULL, NULL), 0);
+  assert_int_equal(pthread_create(&t, NULL, send_body, &s), 0);
+  assert_int_equal(read_head(r, &h), 0);
+  assert_int_equal(h.status, 200);
+  char v[32];
+  assert_int_equal(field_count(&h, "Connection", v, sizeof(v)), 1);
+  assert_string_equal(v, "close");
+  assert_int_equal(read_chunked(r, NULL, 0, trailers, sizeof(trailers), NULL),
+                   (long)total);
+  pthread_join(t, NULL);
+  assert_int_equal(rd_fill(r, 2000), 0); /* closed */
+  assert_int_equal(r->len - r->off, 0);
+  assert_int_equal(grace_http_server_shutdown(srv, NULL), 0);
+  close(fd);
+  free(r);
+  grace_http_server_free(srv);
+}
+
 static void test_paused_handler_pauses_client(void **state) {
   (void)state;
   const size_t total = 8u << 20;
@@ -799,6 +834,7 @@ int main(void) {
       cmocka_unit_test(test_write_wait_client_gone),
       cmocka_unit_test(test_upload_chunked_paused_and_resumed),
       cmocka_unit_test(test_upload_content_length_paused_and_resumed),
+      cmocka_unit_test(test_upload_answer_during_shutdown_closes),
       cmocka_unit_test(test_paused_handler_pauses_client),
       cmocka_unit_test(test_handler_framing_headers_ignored),
       cmocka_unit_test(test_no_body_statuses),
