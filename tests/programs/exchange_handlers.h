@@ -135,7 +135,8 @@ static void exch_stream_handler(grace_http_request *req, void *data) {
   exch_stream_pump(req, s);
 }
 
-/* ---- /ww and /ww-until ---------------------------------------------------- */
+/* ---- /ww and /ww-until ----------------------------------------------------
+ */
 
 static void exch_ww_thread(grace_http_request *req, void *data) {
   (void)data;
@@ -187,7 +188,8 @@ static void exch_ww_until_handler(grace_http_request *req, void *data) {
     grace_http_respond(req, 500, NULL, 0);
 }
 
-/* ---- /upload: a streamed body echoed --------------------------------------- */
+/* ---- /upload: a streamed body echoed ---------------------------------------
+ */
 
 typedef struct exch_echo {
   uv_timer_t timer;
@@ -198,7 +200,7 @@ typedef struct exch_echo {
   size_t held_len;
   int timer_paused;
   int cancelled;
-  int end_pending;     /* the end came with (or after) a held piece */
+  int end_pending; /* the end came with (or after) a held piece */
 } exch_echo;
 
 static void exch_echo_closed(uv_handle_t *h) { free(h->data); }
@@ -285,7 +287,8 @@ static void exch_upload_handler(grace_http_request *req, void *data) {
   grace_http_request_read(req, exch_echo_body, e);
 }
 
-/* ---- /upload-hold: paused until released ----------------------------------- */
+/* ---- /upload-hold: paused until released -----------------------------------
+ */
 
 typedef struct exch_hold {
   uv_timer_t timer;
@@ -346,7 +349,8 @@ static void exch_upload_hold_handler(grace_http_request *req, void *data) {
   grace_http_request_read(req, exch_hold_body, s);
 }
 
-/* ---- framing, status, headers ---------------------------------------------- */
+/* ---- framing, status, headers ----------------------------------------------
+ */
 
 static int exch_mode_stream(grace_http_request *req) {
   char mode[16];
@@ -385,8 +389,7 @@ static void exch_headers_handler(grace_http_request *req, void *data) {
   const char *name, *value;
   while (grace_http_request_header_next(req, &iter, &name, &value) &&
          at < sizeof(out) - 512)
-    at += (size_t)snprintf(out + at, sizeof(out) - at, "%s: %s\n", name,
-                           value);
+    at += (size_t)snprintf(out + at, sizeof(out) - at, "%s: %s\n", name, value);
   struct sockaddr_storage ss;
   socklen_t len = sizeof(ss);
   char ip[INET6_ADDRSTRLEN] = "?";
@@ -402,8 +405,7 @@ static void exch_headers_handler(grace_http_request *req, void *data) {
       port = ntohs(sin6->sin6_port);
     }
   }
-  at += (size_t)snprintf(out + at, sizeof(out) - at, "peer: %s %d\n", ip,
-                         port);
+  at += (size_t)snprintf(out + at, sizeof(out) - at, "peer: %s %d\n", ip, port);
   grace_http_respond(req, 200, out, at);
 }
 
@@ -415,8 +417,8 @@ static int exch_routes(grace_http_server *srv) {
       (rv = grace_http_server_handle(srv, "/ww", exch_ww_handler, NULL)) ||
       (rv = grace_http_server_handle(srv, "/ww-until", exch_ww_until_handler,
                                      NULL)) ||
-      (rv = grace_http_server_handle_stream(srv, "/upload",
-                                            exch_upload_handler, NULL)) ||
+      (rv = grace_http_server_handle_stream(srv, "/upload", exch_upload_handler,
+                                            NULL)) ||
       (rv = grace_http_server_handle_stream(srv, "/upload-hold",
                                             exch_upload_hold_handler, NULL)) ||
       (rv = grace_http_server_handle(srv, "/framing", exch_framing_handler,

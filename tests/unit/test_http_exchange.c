@@ -4,8 +4,10 @@
  * tests/programs/exchange_handlers.h (the ones the HTTP/2 integration test
  * drives too), and raw client sockets that check every byte of framing.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -17,8 +19,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -138,8 +138,8 @@ static int read_head(rd *r, head *h) {
       return -1;
     if (n == 0)
       return 0;
-    at += (size_t)snprintf(h->fields + at, sizeof(h->fields) - at, "%s\n",
-                           line);
+    at +=
+        (size_t)snprintf(h->fields + at, sizeof(h->fields) - at, "%s\n", line);
   }
 }
 
@@ -246,8 +246,8 @@ static int listen_small(void) {
   assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)),
                    0);
   assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd)), 0);
-  assert_int_equal(
-      getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &server_sndbuf, &len), 0);
+  assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &server_sndbuf, &len),
+                   0);
   memset(&sa, 0, sizeof(sa));
   sa.sin_family = AF_INET;
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -293,8 +293,7 @@ static unsigned long long settle(atomic_ullong *v, int quiet_ms) {
 static unsigned long long kernel_buffers(int client_fd) {
   int rcv = 0;
   socklen_t len = sizeof(rcv);
-  assert_int_equal(getsockopt(client_fd, SOL_SOCKET, SO_RCVBUF, &rcv, &len),
-                   0);
+  assert_int_equal(getsockopt(client_fd, SOL_SOCKET, SO_RCVBUF, &rcv, &len), 0);
   return (unsigned long long)server_sndbuf + (unsigned long long)rcv;
 }
 
@@ -319,8 +318,7 @@ static void test_streamed_answer_with_trailers(void **state) {
   assert_int_equal(field_count(&h, "Connection", NULL, 0), 0);
   assert_int_equal(read_chunked(r, NULL, 0, trailers, sizeof(trailers), NULL),
                    4194304);
-  assert_string_equal(trailers,
-                      "X-Trailer-One: 1\nX-Trailer-Bytes: 4194304\n");
+  assert_string_equal(trailers, "X-Trailer-One: 1\nX-Trailer-Bytes: 4194304\n");
   assert_true(atomic_load(&exch_stats.eagains) > 0);
   assert_int_equal(atomic_load(&exch_stats.accepted), 4194304);
   /* The connection is still usable. */
@@ -345,14 +343,15 @@ static void test_unread_client_bounded(void **state) {
   head h;
   char trailers[1024];
   r->fd = fd;
-  send_str(fd, "GET /stream?n=67108864&piece=65536 HTTP/1.1\r\nHost: x\r\n\r\n");
+  send_str(fd,
+           "GET /stream?n=67108864&piece=65536 HTTP/1.1\r\nHost: x\r\n\r\n");
   unsigned long long accepted = settle(&exch_stats.accepted, 300);
   /* The server may hold what it queued (GRACE__WRITE_HIGH plus one
    * piece), well under 1 MiB; the kernel holds the rest.  A server that
    * queues every write has taken all 64 MiB by now. */
   unsigned long long bound = (1u << 20) + kernel_buffers(fd);
-  fprintf(stderr, "accepted %llu of %llu while unread (bound %llu)\n",
-          accepted, total, bound);
+  fprintf(stderr, "accepted %llu of %llu while unread (bound %llu)\n", accepted,
+          total, bound);
   assert_true(atomic_load(&exch_stats.eagains) > 0);
   assert_true(accepted < bound);
   assert_true(accepted < total);
@@ -514,11 +513,14 @@ static void upload_echoed(int chunked) {
   sender s = {.fd = fd, .chunked = chunked, .total = total};
   r->fd = fd;
   if (chunked)
-    snprintf(req, sizeof(req), "POST /upload HTTP/1.1\r\nHost: x\r\n"
-                               "Transfer-Encoding: chunked\r\n\r\n");
+    snprintf(req, sizeof(req),
+             "POST /upload HTTP/1.1\r\nHost: x\r\n"
+             "Transfer-Encoding: chunked\r\n\r\n");
   else
-    snprintf(req, sizeof(req), "POST /upload HTTP/1.1\r\nHost: x\r\n"
-                               "Content-Length: %zu\r\n\r\n", total);
+    snprintf(req, sizeof(req),
+             "POST /upload HTTP/1.1\r\nHost: x\r\n"
+             "Content-Length: %zu\r\n\r\n",
+             total);
   send_str(fd, req);
   assert_int_equal(pthread_create(&t, NULL, send_body, &s), 0);
   assert_int_equal(read_head(r, &h), 0);
@@ -564,8 +566,10 @@ static void test_upload_answer_during_shutdown_closes(void **state) {
   pthread_t t;
   sender s = {.fd = fd, .chunked = 0, .total = total};
   r->fd = fd;
-  snprintf(req, sizeof(req), "POST /upload HTTP/1.1\r\nHost: x\r\n"
-                             "Content-Length: %zu\r\n\r\n", total);
+  snprintf(req, sizeof(req),
+           "POST /upload HTTP/1.1\r\nHost: x\r\n"
+           "Content-Length: %zu\r\n\r\n",
+           total);
   send_str(fd, req);
   usleep(100000); /* the handler has the request and reads */
   assert_int_equal(grace_http_server_shutdown_begin(srv, NULL, NULL), 0);
@@ -595,8 +599,10 @@ static void test_paused_handler_pauses_client(void **state) {
   char req[256], body[128];
   head h;
   r->fd = fd;
-  snprintf(req, sizeof(req), "POST /upload-hold HTTP/1.1\r\nHost: x\r\n"
-                             "Content-Length: %zu\r\n\r\n", total);
+  snprintf(req, sizeof(req),
+           "POST /upload-hold HTTP/1.1\r\nHost: x\r\n"
+           "Content-Length: %zu\r\n\r\n",
+           total);
   send_str(fd, req);
   /* Send without blocking until the server stops taking bytes. */
   unsigned char *data = malloc(total);
@@ -605,8 +611,8 @@ static void test_paused_handler_pauses_client(void **state) {
   size_t sent = 0;
   int quiet = 0;
   while (sent < total && quiet < 300) {
-    ssize_t n = send(fd, data + sent, total - sent,
-                     MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n =
+        send(fd, data + sent, total - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
       sent += (size_t)n;
       quiet = 0;
@@ -691,7 +697,8 @@ static void test_handler_framing_headers_ignored(void **state) {
   grace_http_server_free(srv);
 }
 
-/* ---- (f) status rules ------------------------------------------------------ */
+/* ---- (f) status rules ------------------------------------------------------
+ */
 
 /* After an answer without a body, the next one on the connection must
  * start right where the head ended. */
@@ -793,7 +800,8 @@ static void test_head_of_streamed_answer(void **state) {
   grace_http_server_free(srv);
 }
 
-/* ---- (g) header iteration and peer ---------------------------------------- */
+/* ---- (g) header iteration and peer ----------------------------------------
+ */
 
 static void test_header_next_and_peer(void **state) {
   (void)state;
