@@ -479,9 +479,10 @@ GRACE_EXTERN int grace_http_server_handle_stream(grace_http_server *srv,
 
 /*
  * Starts delivering the body of a request of a streaming route to |cb|
- * (first call), or sets a new callback.  Pieces that arrived already are
- * delivered from the loop, never from inside this call.  Returns 0, or
- * GRACE_ESTATE (not a streaming route).
+ * (first call), or sets a new callback.  Pieces that arrived already (or
+ * the end of an empty body) may be delivered before this call returns.
+ * The exchange may be ended from inside |cb|.  Returns 0, or GRACE_ESTATE
+ * (not a streaming route).
  */
 GRACE_EXTERN int grace_http_request_read(grace_http_request *req,
                                          grace_http_body_cb cb, void *user);

@@ -461,8 +461,8 @@ static ssize_t feed_body(h1 *h, const uint8_t *p, size_t n) {
       grace__req_deliver(req, data, len, 1);
       break;
     }
-    if (len > 0)
-      grace__req_deliver(req, data, len, 0);
+    if (len > 0 && grace__req_deliver(req, data, len, 0) < 0)
+      break; /* the exchange ended in its callback */
   }
   return (ssize_t)off;
 }

@@ -252,8 +252,9 @@ static void on_data(grace__h2_stream *s, const uint8_t *data, size_t len,
     /* A handler reads this body: what it does not take now is held, and
      * the stream's window stays closed until it is taken (the client is
      * paused by flow control, so at most one window is held). */
-    if (req->held.len == 0 && grace__req_deliver(req, data, len, 0)) {
-      grace__h2_stream_consume(s, len);
+    int took = req->held.len == 0 ? grace__req_deliver(req, data, len, 0) : 0;
+    if (took != 0) {
+      grace__h2_stream_consume(s, len); /* taken, or its exchange ended */
     } else if (grace__dbuf_append(&req->held, data, len, UINT32_MAX) != 0) {
       grace__h2_reset(s, NGHTTP2_INTERNAL_ERROR);
     }
@@ -507,11 +508,13 @@ static void h2_read_body(grace_http_request *req) {
     return;
   if (req->held.len > 0) {
     size_t n = req->held.len;
-    if (!grace__req_deliver(req, req->held.p, n, 0))
-      return;
+    grace__h2_stream *s = req->stream;
+    int took = grace__req_deliver(req, req->held.p, n, 0);
+    if (took <= 0)
+      return; /* paused, or the exchange ended (its stream may be gone) */
     grace__dbuf_free(&req->held);
     if (req->stream != NULL)
-      grace__h2_stream_consume(req->stream, n);
+      grace__h2_stream_consume(s, n);
     flush(h);
   }
   if (req->held_end && !req->body_paused && !req->body_ended)

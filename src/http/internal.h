@@ -153,6 +153,8 @@ struct grace_http_request {
   void *on_body_data;
   grace__dbuf held;        /* HTTP/2: arrived while paused */
   uint8_t held_end;
+  uint8_t in_cb;           /* inside its body callback */
+  uint8_t free_pending;    /* ended there: freed when it returns */
 };
 
 struct grace_http_server {
@@ -236,7 +238,8 @@ void grace__req_writable(grace_http_request *req);
 void grace__req_fail_wait(grace_http_request *req);
 /* Hands a piece of a streamed body to the handler's callback.  Returns 1
  * when it was taken, 0 when the handler is not reading (not yet, or
- * paused): the protocol holds it and pauses the peer. */
+ * paused): the protocol holds it and pauses the peer; -1 when the handler
+ * ended the exchange from the callback: |req| is freed. */
 int grace__req_deliver(grace_http_request *req, const void *p, size_t n,
                        int end);
 /* Walks the trailers of a streamed answer. */

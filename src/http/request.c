@@ -68,6 +68,11 @@ grace_http_request *grace__req_new(grace_http_server *srv,
 }
 
 void grace__req_free(grace_http_request *req) {
+  if (req->in_cb) {
+    /* Ended from inside its own body callback: freed when it returns. */
+    req->free_pending = 1;
+    return;
+  }
   grace__req_fail_wait(req);
   grace__dbuf_free(&req->trailers);
   grace__dbuf_free(&req->head);
@@ -828,7 +833,17 @@ int grace__req_deliver(grace_http_request *req, const void *p, size_t n,
     return 0;
   if (end)
     req->body_ended = 1;
-  if (req->on_body(req, p, n, end, req->on_body_data) != 0)
+  req->in_cb++;
+  int pause = req->on_body(req, p, n, end, req->on_body_data);
+  req->in_cb--;
+  if (req->free_pending) {
+    /* The handler ended the exchange from the callback (an answer, an
+     * abandon in its cancel callback): nothing may touch it now. */
+    req->free_pending = 0;
+    grace__req_free(req);
+    return -1;
+  }
+  if (pause != 0)
     req->body_paused = 1;
   return 1;
 }
