@@ -225,6 +225,7 @@ static void on_request_headers(grace__h2_stream *s, void *user) {
     req->streaming = 1;
     req->complete = 1;
     req->with_handler = 1;
+    req->counted = 1;
     h->nreqs++;
     grace__conn_ref(h->conn);
     atomic_fetch_add(&srv->st_requests, 1);
@@ -233,6 +234,7 @@ static void on_request_headers(grace__h2_stream *s, void *user) {
       req->streaming = 0;
       req->complete = 0;
       req->with_handler = 0;
+      req->counted = 0;
       h->nreqs--;
       grace__conn_unref(h->conn);
       atomic_fetch_sub(&srv->st_requests, 1);

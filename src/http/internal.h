@@ -118,7 +118,8 @@ struct grace_http_request {
   uint8_t keep_alive;
   uint8_t is_head;
   uint8_t abandoned;
-  uint8_t with_handler;     /* handed to a handler, not yet answered */
+  uint8_t with_handler;     /* handed to a handler: holds a conn ref */
+  uint8_t counted;          /* in st_inflight */
   atomic_int cancelled;
   int error_status;         /* 400/413/431 found while parsing */
   /* the answer */
@@ -221,6 +222,8 @@ void grace__req_free(grace_http_request *req);
 /* Hands |req| to its handler (routing); counts it in flight and keeps
  * its connection referenced until the answer. */
 void grace__req_dispatch(grace_http_request *req);
+/* The request is no longer in flight (its answer is being written). */
+void grace__req_uncount(grace_http_request *req);
 /* The protocol is done with an answered request: the counters and the
  * connection's reference, then frees it. */
 void grace__req_done(grace_http_request *req);

@@ -83,11 +83,17 @@ void grace__req_free(grace_http_request *req) {
   free(req);
 }
 
+void grace__req_uncount(grace_http_request *req) {
+  if (req->counted) {
+    req->counted = 0;
+    atomic_fetch_sub(&req->srv->st_inflight, 1);
+  }
+}
+
 void grace__req_done(grace_http_request *req) {
   grace__conn *c = req->conn;
   int held = req->with_handler;
-  if (held)
-    atomic_fetch_sub(&req->srv->st_inflight, 1);
+  grace__req_uncount(req);
   grace__req_free(req);
   if (held && c != NULL)
     grace__conn_unref(c);
@@ -378,17 +384,23 @@ int grace__req_status(const grace_http_request *req) {
   return req->status;
 }
 
+/* The handler's answer reaches the loop: it is no longer in flight (a
+ * client that has read the answer sees the counters agree), then the
+ * protocol writes it. */
+static void finish_on_loop(grace_http_request *req) {
+  grace__req_uncount(req);
+  req->ops->finish(req);
+}
+
 static void on_answer_post(grace__loop *loop, grace__post *post) {
   (void)loop;
-  grace_http_request *req = grace__container_of(post, grace_http_request,
-                                                done);
-  req->ops->finish(req);
+  finish_on_loop(grace__container_of(post, grace_http_request, done));
 }
 
 static int answer(grace_http_request *req) {
   grace__loop *loop = grace__conn_get_loop(req->conn);
   if (loop == NULL || grace__loop_is_current(loop)) {
-    req->ops->finish(req);
+    finish_on_loop(req);
   } else {
     req->done.fn = on_answer_post;
     grace__list_init(&req->done.link);
@@ -532,6 +544,7 @@ int grace__req_streams_body(grace_http_request *req) {
 void grace__req_dispatch(grace_http_request *req) {
   grace_http_server *srv = req->srv;
   req->with_handler = 1;
+  req->counted = 1;
   if (req->conn != NULL)
     grace__conn_ref(req->conn);
   atomic_fetch_add(&srv->st_requests, 1);
@@ -644,9 +657,10 @@ static void end_on_loop(grace_http_request *req) {
   if (!req->resp_started) {
     if (req->status == 0)
       req->status = 200;
-    req->ops->finish(req);
+    finish_on_loop(req);
     return;
   }
+  grace__req_uncount(req);
   req->ops->end(req);
 }
 
