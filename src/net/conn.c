@@ -632,18 +632,33 @@ ssize_t grace__conn_mem_feed(grace__conn *c, const void *p, size_t n) {
       c->proto->on_eof(c);
     else
       grace__conn_close(c);
-  } else if (c->flags & GRACE__CF_ENDING) {
-    /* Lingering: input is discarded. */
-  } else if (c->rlen > 0 || (c->flags & GRACE__CF_PAUSED)) {
-    size_t room = c->rlen < c->rmax ? c->rmax - c->rlen : 0;
-    if (n > room)
-      n = room;
-    if (keep(c, p, n) != 0)
-      grace__conn_close(c);
-    else
-      c->flags |= GRACE__CF_PAUSED;
   } else {
-    offer(c, p, n, 0);
+    /* As socket reads would: at most the read-ahead's worth is offered at
+     * a time, and once the protocol pauses only what fits in the
+     * read-ahead is kept, so a paused protocol holds at most rmax. */
+    const uint8_t *b = p;
+    size_t done = 0;
+    while (done < n && !(c->flags & GRACE__CF_CLOSED)) {
+      if (c->flags & GRACE__CF_ENDING) {
+        done = n; /* lingering: input is discarded */
+      } else if (c->rlen > 0 || (c->flags & GRACE__CF_PAUSED)) {
+        size_t room = c->rlen < c->rmax ? c->rmax - c->rlen : 0;
+        if (room > n - done)
+          room = n - done;
+        if (keep(c, b + done, room) != 0) {
+          grace__conn_close(c);
+          break;
+        }
+        c->flags |= GRACE__CF_PAUSED;
+        done += room;
+        break;
+      } else {
+        size_t piece = n - done < c->rmax ? n - done : c->rmax;
+        offer(c, b + done, piece, 0);
+        done += piece;
+      }
+    }
+    n = done;
   }
   grace__conn_unref(c);
   return (ssize_t)n;

@@ -214,8 +214,11 @@ grace__conn *grace__conn_new_mem(grace__conn_reg *reg,
                                  const grace__conn_proto *proto, void *pdata,
                                  size_t room);
 /* Offers |n| bytes to the protocol as if read; |n| 0 is the peer's EOF.
- * Returns how many the connection took (into the protocol or its
- * read-ahead), or a negative error once it is closed. */
+ * As socket reads would, it offers at most GRACE__CONN_READ_AHEAD bytes
+ * at a time and stops once the protocol pauses and the read-ahead is
+ * full.  Returns how many the connection took (into the protocol or its
+ * read-ahead; the caller feeds the rest later), or a negative error once
+ * it is closed. */
 ssize_t grace__conn_mem_feed(grace__conn *c, const void *p, size_t n);
 /* The bytes "written" so far, borrowed; with |take| they are forgotten
  * and |room| more may be written (the peer read them). */
