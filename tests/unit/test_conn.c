@@ -16,10 +16,11 @@
 #include "grace/error.h"
 #include "net/conn.h"
 
-/* ---- the fake protocol ------------------------------------------------------- */
+/* ---- the fake protocol
+ * ------------------------------------------------------- */
 
 typedef struct fake {
-  size_t budget;      /* bytes on_read may still take (SIZE_MAX: all) */
+  size_t budget; /* bytes on_read may still take (SIZE_MAX: all) */
   char got[256 * 1024];
   size_t glen;
   unsigned reads, eofs, flushed, shutdowns, forces, closes, frees;
@@ -116,7 +117,8 @@ static ssize_t feed(grace__conn *c, const char *s) {
   return grace__conn_mem_feed(c, s, strlen(s));
 }
 
-/* ---- reading ------------------------------------------------------------------- */
+/* ---- reading
+ * ------------------------------------------------------------------- */
 
 static void untaken_bytes_are_kept_and_offered_again_on_resume(void **state) {
   fixture *fx = fx_new(SIZE_MAX);
@@ -228,7 +230,8 @@ static void eof_reaches_the_protocol(void **state) {
   fx_free(fx);
 }
 
-/* ---- writing ------------------------------------------------------------------- */
+/* ---- writing
+ * ------------------------------------------------------------------- */
 
 static void bytes_past_the_room_are_queued_until_the_peer_reads(void **state) {
   fixture *fx = fx_new(10);
@@ -324,7 +327,8 @@ static void close_is_idempotent(void **state) {
   /* fx is gone; its counters were checked by fx_free. */
 }
 
-/* ---- lifetime ------------------------------------------------------------------ */
+/* ---- lifetime
+ * ------------------------------------------------------------------ */
 
 static void references_keep_the_struct_until_the_last_unref(void **state) {
   grace__conn_reg reg;
@@ -365,7 +369,8 @@ static void reference_taken_in_a_callback_outlives_the_close(void **state) {
   free(fx);
 }
 
-/* ---- protocol services --------------------------------------------------------- */
+/* ---- protocol services
+ * --------------------------------------------------------- */
 
 static void switching_protocols_mid_read_hands_over_the_rest(void **state) {
   fixture *fx = fx_new(SIZE_MAX);
@@ -383,8 +388,8 @@ static void switching_protocols_mid_read_hands_over_the_rest(void **state) {
   /* Only the new protocol's on_free ran (checked by fx_free). */
 }
 
-static void switching_protocols_without_taking_hands_over_everything(
-    void **state) {
+static void
+switching_protocols_without_taking_hands_over_everything(void **state) {
   fixture *fx = fx_new(SIZE_MAX);
   (void)state;
   /* HTTP/1.1 seeing the HTTP/2 preface takes nothing and switches. */
@@ -398,8 +403,8 @@ static void switching_protocols_without_taking_hands_over_everything(
   fx_free(fx);
 }
 
-static void switching_protocols_from_the_read_ahead_hands_over_the_rest(
-    void **state) {
+static void
+switching_protocols_from_the_read_ahead_hands_over_the_rest(void **state) {
   fixture *fx = fx_new(SIZE_MAX);
   (void)state;
   fx->a.budget = 0;

@@ -22,7 +22,8 @@
 
 #include "http/h1_body.h"
 
-/* ---- the guard page ------------------------------------------------------- */
+/* ---- the guard page -------------------------------------------------------
+ */
 
 #define ARENA_SIZE (64 * 1024)
 
@@ -56,7 +57,8 @@ static const uint8_t *at_guard(const void *p, size_t n) {
   return dst;
 }
 
-/* ---- a driver ------------------------------------------------------------- */
+/* ---- a driver -------------------------------------------------------------
+ */
 
 typedef struct outcome {
   int rv;          /* DONE, a negative error, or 0 (wants more input) */
@@ -97,8 +99,8 @@ static int feed_piece(grace__h1_body *b, const uint8_t *src, size_t n,
 
 /* Runs |in|/|n| cut at |cuts| (ascending offsets, |ncuts| of them). */
 static void run_cuts(int chunked, uint64_t length, size_t max_trailer,
-                     const char *in, size_t n, const size_t *cuts,
-                     size_t ncuts, outcome *o) {
+                     const char *in, size_t n, const size_t *cuts, size_t ncuts,
+                     outcome *o) {
   grace__h1_body b;
   size_t from = 0;
   memset(o, 0, offsetof(outcome, body));
@@ -168,7 +170,8 @@ static void assert_chunked_rejects(const char *in, size_t n, size_t max_trailer,
 
 #define REJECTS(s, err) assert_chunked_rejects(s, sizeof(s) - 1, 4096, err)
 
-/* ---- Content-Length --------------------------------------------------------- */
+/* ---- Content-Length ---------------------------------------------------------
+ */
 
 static void content_length_body_ends_at_its_length(void **state) {
   static const char in[] = "hello world" NEXT_REQUEST;
@@ -196,15 +199,16 @@ static void zero_length_body_is_done_without_input(void **state) {
   const uint8_t *p = at_guard(NEXT_REQUEST, sizeof(NEXT_REQUEST) - 1);
   (void)state;
   grace__h1_body_init(&b, 0, 0, 4096);
-  assert_int_equal(grace__h1_body_next(&b, p, sizeof(NEXT_REQUEST) - 1, &used,
-                                       &data, &len),
-                   GRACE__H1_BODY_DONE);
+  assert_int_equal(
+      grace__h1_body_next(&b, p, sizeof(NEXT_REQUEST) - 1, &used, &data, &len),
+      GRACE__H1_BODY_DONE);
   assert_int_equal(used, 0);
   assert_int_equal(len, 0);
   assert_null(data);
 }
 
-/* ---- chunked: valid ----------------------------------------------------------- */
+/* ---- chunked: valid
+ * ----------------------------------------------------------- */
 
 static void chunked_body_is_reassembled(void **state) {
   (void)state;
@@ -272,7 +276,8 @@ static void trailer_fields_up_to_the_limit_are_accepted(void **state) {
   assert_chunked_body(in, "");
 }
 
-/* ---- chunked: rejected ---------------------------------------------------------- */
+/* ---- chunked: rejected
+ * ---------------------------------------------------------- */
 
 static void bad_hex_in_a_chunk_size_is_rejected(void **state) {
   (void)state;
@@ -299,13 +304,13 @@ static void chunk_size_of_two_to_the_63_is_rejected(void **state) {
 
 static void bare_lf_in_framing_is_rejected(void **state) {
   (void)state;
-  REJECTS("5\nhello\r\n0\r\n\r\n", GRACE__H1_BODY_EBAD);     /* size line */
-  REJECTS("5;a\nhello\r\n0\r\n\r\n", GRACE__H1_BODY_EBAD);   /* extension */
-  REJECTS("5 \nhello\r\n0\r\n\r\n", GRACE__H1_BODY_EBAD);    /* BWS */
-  REJECTS("5\r\nhello\n0\r\n\r\n", GRACE__H1_BODY_EBAD);     /* after data */
-  REJECTS("0\n\r\n", GRACE__H1_BODY_EBAD);                   /* last chunk */
-  REJECTS("0\r\n\n", GRACE__H1_BODY_EBAD);                   /* final line */
-  REJECTS("0\r\na:b\n\r\n", GRACE__H1_BODY_EBAD);            /* trailer */
+  REJECTS("5\nhello\r\n0\r\n\r\n", GRACE__H1_BODY_EBAD);   /* size line */
+  REJECTS("5;a\nhello\r\n0\r\n\r\n", GRACE__H1_BODY_EBAD); /* extension */
+  REJECTS("5 \nhello\r\n0\r\n\r\n", GRACE__H1_BODY_EBAD);  /* BWS */
+  REJECTS("5\r\nhello\n0\r\n\r\n", GRACE__H1_BODY_EBAD);   /* after data */
+  REJECTS("0\n\r\n", GRACE__H1_BODY_EBAD);                 /* last chunk */
+  REJECTS("0\r\n\n", GRACE__H1_BODY_EBAD);                 /* final line */
+  REJECTS("0\r\na:b\n\r\n", GRACE__H1_BODY_EBAD);          /* trailer */
 }
 
 static void bare_cr_in_framing_is_rejected(void **state) {
