@@ -403,13 +403,13 @@ static int hook_start(grace_http_request *req, void *data) {
       call_maybe_release(call);
       return 1;
     }
-    call->deadline_at = grace_now() + d;
+    call->deadline_at = grace__grpc_deadline_after(grace_now(), d);
     call->deadline = malloc(sizeof(*call->deadline));
     if (call->deadline != NULL) {
       uv_timer_init(&call->loop->uv, call->deadline);
       call->deadline->data = call;
-      uint64_t ms = (uint64_t)((d + GRACE_MILLISECOND - 1) / GRACE_MILLISECOND);
-      uv_timer_start(call->deadline, on_deadline, ms, 0);
+      uv_timer_start(call->deadline, on_deadline, grace__grpc_timeout_ms(d),
+                     0);
     }
   }
   return 1;

@@ -322,6 +322,22 @@ quoted:
   return GRACE_ESYNTAX;
 }
 
+int64_t grace__grpc_deadline_after(int64_t now, grace_duration d) {
+  if (d <= 0)
+    return now;
+  if (now > INT64_MAX - d)
+    return INT64_MAX;
+  return now + d;
+}
+
+uint64_t grace__grpc_timeout_ms(grace_duration d) {
+  if (d <= 0)
+    return 0;
+  /* Divide first: d + 999999 would overflow for d near INT64_MAX. */
+  uint64_t ms = (uint64_t)d / (uint64_t)GRACE_MILLISECOND;
+  return (uint64_t)d % (uint64_t)GRACE_MILLISECOND != 0 ? ms + 1 : ms;
+}
+
 /* ---- Length-Prefixed-Message ---------------------------------------- */
 
 int grace__grpc_prefix_encode(uint8_t out[GRACE__GRPC_PREFIX_LEN],

@@ -98,6 +98,17 @@ size_t grace__grpc_timeout_encode(grace_duration d,
 int grace__grpc_timeout_decode(const char *s, size_t len, grace_duration *out,
                                char *errbuf, size_t errlen);
 
+/*
+ * The deadline |d| (>= 0, as decoded above) after |now| (monotonic ns, >= 0),
+ * saturating at INT64_MAX: "99999999H" decodes to INT64_MAX, and adding
+ * it to the clock must not overflow (signed overflow is undefined).
+ */
+int64_t grace__grpc_deadline_after(int64_t now, grace_duration d);
+
+/* |d| (>= 0) in whole milliseconds, rounded up, for a uv timer; no
+ * overflow for any |d|. */
+uint64_t grace__grpc_timeout_ms(grace_duration d);
+
 /* ---- Length-Prefixed-Message ---------------------------------------- */
 
 /* Compressed-Flag (1 byte) and Message-Length (4 bytes, big endian). */

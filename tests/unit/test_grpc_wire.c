@@ -396,6 +396,27 @@ static void timeout_decode_reads_only_len_bytes(void **state) {
                    GRACE_EINVAL);
 }
 
+/* "99999999H" decodes to INT64_MAX ns; the server adds it to its clock
+ * and turns it into a timer: both saturate instead of overflowing. */
+static void largest_timeout_saturates_deadline_and_timer(void **state) {
+  grace_duration d;
+
+  (void)state;
+  assert_int_equal(grace__grpc_timeout_decode("99999999H", 9, &d, NULL, 0), 0);
+  assert_true(d == INT64_MAX);
+  assert_true(grace__grpc_deadline_after(1, d) == INT64_MAX);
+  assert_true(grace__grpc_deadline_after(INT64_MAX - 5, 5) == INT64_MAX);
+  assert_true(grace__grpc_deadline_after(INT64_MAX - 5, 6) == INT64_MAX);
+  assert_true(grace__grpc_deadline_after(100, 23) == 123);
+  assert_true(grace__grpc_deadline_after(100, 0) == 100);
+  assert_true(grace__grpc_timeout_ms(d) ==
+              (uint64_t)INT64_MAX / 1000000u + 1u);
+  assert_true(grace__grpc_timeout_ms(0) == 0);
+  assert_true(grace__grpc_timeout_ms(1) == 1);
+  assert_true(grace__grpc_timeout_ms(GRACE_MILLISECOND) == 1);
+  assert_true(grace__grpc_timeout_ms(GRACE_MILLISECOND + 1) == 2);
+}
+
 static void timeout_round_trips_never_shorter(void **state) {
   static const grace_duration samples[] = {1,
                                            999,
@@ -1218,6 +1239,7 @@ int main(void) {
       cmocka_unit_test(timeout_decode_matches_grpc_go),
       cmocka_unit_test(timeout_decode_reads_only_len_bytes),
       cmocka_unit_test(timeout_round_trips_never_shorter),
+      cmocka_unit_test(largest_timeout_saturates_deadline_and_timer),
       cmocka_unit_test(prefix_encodes_big_endian),
       cmocka_unit_test(reader_hands_out_whole_chunk_messages_in_place),
       cmocka_unit_test(reader_decodes_byte_at_a_time),
