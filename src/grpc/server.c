@@ -342,7 +342,13 @@ static void on_deadline(uv_timer_t *t) {
   /* Like grpc-go: the handler's context ends; whatever it finishes with,
    * the client is told DEADLINE_EXCEEDED. */
   call->deadline_passed = 1;
+  /* The handler may finish the call from its on_cancel: it is released
+   * here, after the callback, or it would stay behind for good (the
+   * stream side is gone, nothing else comes back to it). */
+  call->busy++;
   call_cancel(call);
+  call->busy--;
+  call_maybe_release(call);
 }
 
 static int hook_start(grace_http_request *req, void *data) {

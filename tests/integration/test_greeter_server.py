@@ -191,6 +191,22 @@ class GreeterServer(GrpcTestCase):
         with self.assertRaises(grpc.RpcError) as cm:
             self.say_hello(ch)(hello_request("slow", "5s"), timeout=0.3)
         self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        # The server's deadline first, for sure: nghttp never resets the
+        # stream itself, so the server's own timer cancels the handler,
+        # which finishes the call from on_cancel.  (With grpcio, the
+        # client's RST_STREAM and the server's timer raced: when the timer
+        # won, the call leaked, and LeakSanitizer failed this test.)
+        if NGHTTP:
+            with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as f:
+                f.write(framed(hello_request("timer", "5s")))
+                slow = f.name
+            self.addCleanup(os.unlink, slow)
+            c = self.client(gracetest.Client([
+                NGHTTP, "-v", "-H", "content-type: application/grpc",
+                "-H", "te: trailers", "-H", "grpc-timeout: 200m", "-d", slow,
+                "http://127.0.0.1:%d/Greeter/SayHello" % port]))
+            self.assertEqual(c.wait(10), 0)
+            self.assertIn("grpc-status: 4", c.stdout.decode())
         fut = self.say_hello(ch).future(hello_request("cancelme", "5s"), timeout=60)
         p.wait_line("Received: cancelme", timeout=5.0)
         fut.cancel()
@@ -318,6 +334,23 @@ class GreeterServer(GrpcTestCase):
             self.assertIn("grpc-status: 12", out)
             self.assertIn("grpc-message: grpc: Decompressor is not installed for "
                           'grpc-encoding "gzip"', out)
+            # The largest grpc-timeout (99999999 hours, past the int64 of
+            # nanoseconds) saturates: the call is served as one without a
+            # deadline (UBSan aborted on the signed overflow here before).
+            with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as f:
+                f.write(framed(hello_request("forever")))
+                forever = f.name
+            self.addCleanup(os.unlink, forever)
+            for timeout in ("99999999H", "99999999M", "99999999n"):
+                c = self.client(gracetest.Client([
+                    NGHTTP, "-v", "-H", "content-type: application/grpc",
+                    "-H", "te: trailers", "-H", "grpc-timeout: " + timeout,
+                    "-d", forever,
+                    "http://127.0.0.1:%d/Greeter/SayHello" % port]))
+                self.assertEqual(c.wait(10), 0)
+                out = c.stdout.decode()
+                self.assertIn("grpc-status: 0", out, timeout)
+                self.assertIn("Hello forever", out, timeout)
         # And other calls go on.
         r = self.say_hello(ch)(hello_request("after"), timeout=5)
         self.assertEqual(hello_reply_message(r), "Hello after")
