@@ -72,6 +72,7 @@ struct grace_grpc_call {
   void *data;
   grace__list watch_link; /* in srv->watches while a Watch is open */
   char *watch_service;
+  struct grace_grpc_call *watch_next; /* a graceful stop ending watches */
   int64_t deadline_at; /* grpc-timeout, monotonic ns; 0: none */
   call_op finish_op;    /* the finish, posted without allocating */
   atomic_int posted;    /* sends posted to the loop, not yet applied */
@@ -611,10 +612,14 @@ static void health_watch_cancel(grace_grpc_call *call, void *data) {
 
 /* Sends every Watch of |service| ("*": all) its status; |end| finishes
  * them.  Called with no lock held. */
+/* Tests only: a graceful stop calls it, when set, before it finishes each
+ * Watch call it took off the list, to hold that window open. */
+extern void (*grace__grpc_test_watch_end_pause)(void);
+void (*grace__grpc_test_watch_end_pause)(void);
+
 static void notify_watches(grace_grpc_server *srv, const char *service,
                            int end) {
-  grace__list done;
-  grace__list_init(&done);
+  grace_grpc_call *done = NULL;
   pthread_mutex_lock(&srv->lock);
   grace__list *it, *next;
   for (it = srv->watches.next; it != &srv->watches; it = next) {
@@ -625,15 +630,21 @@ static void notify_watches(grace_grpc_server *srv, const char *service,
       continue;
     send_health(call, health_status(srv, call->watch_service));
     if (end) {
+      /* Off the list, and so ours: health_watch_cancel finishes only a
+       * watch it still finds linked.  (These calls once went on a local
+       * list through the same link, which looked linked to the cancel: a
+       * stream reset in this window was finished twice.) */
       grace__list_unlink(&call->watch_link);
-      grace__list_push(&done, &call->watch_link);
+      call->watch_next = done;
+      done = call;
     }
   }
   pthread_mutex_unlock(&srv->lock);
-  while (!grace__list_empty(&done)) {
-    grace_grpc_call *call = grace__container_of(done.next, grace_grpc_call,
-                                                watch_link);
-    grace__list_unlink(&call->watch_link);
+  while (done != NULL) {
+    grace_grpc_call *call = done;
+    done = call->watch_next;
+    if (grace__grpc_test_watch_end_pause != NULL)
+      grace__grpc_test_watch_end_pause();
     grace_grpc_call_finish(call, GRACE_GRPC_OK, NULL);
   }
 }

@@ -102,6 +102,29 @@ class GrpcStreaming(GrpcTestCase):
         self.assertEqual(p.wait_exit(5.0), 0)
         self.assertLess(p.exit_time - t_sig, 1.0 + bound(0.5, 1.5))
 
+    def test_watch_reset_while_stop_ends_it_is_finished_once(self):
+        # The stop takes the Watch calls off its list, then finishes them
+        # one by one (each held open here by -watch-end-pause); the client
+        # resets its Watches in between.  Before the fix the cancel still
+        # found a watch linked (on the stop's own list, read there without
+        # the lock), took it for its own and finished it too: a use after
+        # free (ASan), a double finish, a crash or a hang.
+        p, ch = self.start_server("-watch-end-pause", "300ms")
+        watch = ch.unary_stream("/grpc.health.v1.Health/Watch",
+                                request_serializer=IDENT,
+                                response_deserializer=IDENT)
+        streams = [watch(b"", timeout=30) for _ in range(3)]
+        for s in streams:
+            self.assertEqual(next(s), b"\x08\x01")  # SERVING
+        p.send_signal(signal.SIGTERM)
+        for s in streams:
+            self.assertEqual(next(s), b"\x08\x02")  # NOT_SERVING
+        p.wait_line("Watch end paused", timeout=5.0)
+        for s in streams:
+            s.cancel()
+        self.assertEqual(p.wait_exit(5.0), 0)
+        self.assertIn("gRPC server graceful shutdown completed", p.messages())
+
 
 if __name__ == "__main__":
     gracetest.main()

@@ -13,10 +13,13 @@
  *                       and OK the moment a graceful stop begins (it
  *                       watches grace_grpc_server_stopping_ctx)
  *
- * Flags: -port N, -shutdown-timeout D.
+ * Flags: -port N, -shutdown-timeout D, -watch-end-pause D (tests only:
+ * a graceful stop waits D before it finishes each health Watch call it
+ * took off its list, so a test can reset a Watch in that window).
  */
 #include <pthread.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -140,6 +143,17 @@ static void forever(grace_grpc_call *call, const void *msg, void *data) {
 
 static grace_grpc_server *server;
 
+/* The library's test hook (src/grpc/server.c). */
+extern void (*grace__grpc_test_watch_end_pause)(void);
+static grace_duration watch_end_pause;
+
+static void pause_watch_end(void) {
+  struct timespec ts = {(time_t)(watch_end_pause / GRACE_SECOND),
+                        (long)(watch_end_pause % GRACE_SECOND)};
+  grace_log("Watch end paused");
+  nanosleep(&ts, NULL);
+}
+
 /* An /Echo/UntilStop call waiting for the stop. */
 typedef struct until_stop {
   uv_poll_t poll;
@@ -205,7 +219,12 @@ int main(int argc, char **argv) {
   grace_flags_int(flags, "port", &port, "port");
   grace_flags_duration(flags, "shutdown-timeout", &shutdown_timeout,
                        "graceful stop deadline");
+  grace_flags_duration(flags, "watch-end-pause", &watch_end_pause,
+                       "tests: pause of a graceful stop before it ends the "
+                       "health Watch calls");
   grace_flags_parse_or_exit(flags, argc, argv);
+  if (watch_end_pause > 0)
+    grace__grpc_test_watch_end_pause = pause_watch_end;
   grace_flags_free(flags);
 
   grace_ctx *stop = grace_signal_context();
