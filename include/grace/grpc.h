@@ -27,7 +27,11 @@
  * Calls: a method's callbacks run on the loop thread of the call's
  * connection.  A handler may answer at once or later, from a timer on
  * grace_grpc_call_loop(call) or from any thread: grace_grpc_call_send and
- * grace_grpc_call_finish are thread-safe.  Every call a handler receives
+ * grace_grpc_call_finish are thread-safe.  Sends are flow-controlled: a
+ * send the client is not reading fast enough for is refused with
+ * GRACE_EBUSY, and grace_grpc_call_on_ready (loop handlers) or
+ * grace_grpc_call_send_wait (handlers on threads) wait for room, so a
+ * stream's memory stays bounded and no message is dropped.  Every call a handler receives
  * must be finished exactly once, also after it was cancelled (on_cancel):
  * the finish then only releases the call.
  */
@@ -85,6 +89,13 @@ typedef struct grace_grpc_options {
   size_t max_recv_message;
   /* Largest message sent; default 4 MiB. */
   size_t max_send_message;
+  /* Bytes of messages a call may hold accepted but not yet taken by its
+   * HTTP/2 stream (whose own queue holds up to 256 KiB more); a send past
+   * it is refused with GRACE_EBUSY (see grace_grpc_call_send).  With one
+   * message of up to max_send_message always taken by an empty queue, a
+   * client that never reads costs a stream at most about
+   * max_send_buffer + 256 KiB + 2 * max_send_message.  Default 256 KiB. */
+  size_t max_send_buffer;
 } grace_grpc_options;
 
 /* Fills |opts| with the defaults. */
@@ -216,10 +227,19 @@ GRACE_EXTERN void grace_grpc_call_set_data(grace_grpc_call *call, void *data);
 GRACE_EXTERN void *grace_grpc_call_data(grace_grpc_call *call);
 
 /*
- * Sends a response message: |msg| is packed (copied) at once.  Thread-safe.
- * Returns 0, GRACE_ERANGE (larger than max_send_message), GRACE_ENOMEM,
- * GRACE_ESTATE (the call was finished), GRACE_ECLOSED (cancelled: nothing
- * is sent).
+ * Sends a response message: |msg| is packed (copied) at once and queued;
+ * messages go out in the order they were accepted, before the finish.
+ * Thread-safe; never blocks.  Nothing accepted is dropped while the
+ * stream lives; nothing refused is queued.  Returns 0 or one of:
+ *
+ * GRACE_EBUSY    the call's send queue is full (max_send_buffer: the
+ *                client reads slower than the handler writes): nothing
+ *                was sent; send again once grace_grpc_call_on_ready's
+ *                callback runs, or use grace_grpc_call_send_wait
+ * GRACE_ERANGE   larger than max_send_message
+ * GRACE_ENOMEM   out of memory
+ * GRACE_ESTATE   the call was finished
+ * GRACE_ECLOSED  the call was cancelled: nothing more is sent
  */
 GRACE_EXTERN int grace_grpc_call_send(grace_grpc_call *call,
                                       const ProtobufCMessage *msg);
@@ -227,6 +247,41 @@ GRACE_EXTERN int grace_grpc_call_send(grace_grpc_call *call,
 /* grace_grpc_call_send with raw message bytes (copied). */
 GRACE_EXTERN int grace_grpc_call_send_bytes(grace_grpc_call *call,
                                             const void *data, size_t len);
+
+/*
+ * grace_grpc_call_send for a handler on a thread of its own: when the
+ * queue is full it blocks until there is room (the queue has drained to
+ * half), the call ends, or |timeout| passes (negative: no limit; 0: do
+ * not wait, as grace_grpc_call_send).  On the call's loop thread it never
+ * blocks (it would wait for itself) and answers GRACE_EBUSY at once.
+ * Returns what grace_grpc_call_send returns, and GRACE_ETIMEDOUT when
+ * |timeout| passed with the queue still full (nothing was sent).  A
+ * handler must not finish the call while another of its threads waits
+ * here: on_cancel wakes such a waiter (GRACE_ECLOSED) first.
+ */
+GRACE_EXTERN int grace_grpc_call_send_wait(grace_grpc_call *call,
+                                           const ProtobufCMessage *msg,
+                                           grace_duration timeout);
+
+/* grace_grpc_call_send_wait with raw message bytes (copied). */
+GRACE_EXTERN int grace_grpc_call_send_bytes_wait(grace_grpc_call *call,
+                                                 const void *data, size_t len,
+                                                 grace_duration timeout);
+
+/* Called on the call's loop thread when a send may go on. */
+typedef void (*grace_grpc_ready_cb)(grace_grpc_call *call, void *data);
+
+/*
+ * Asks for |cb| (with |data|, borrowed until it runs) once, on the call's
+ * loop thread, when its send queue has room: at once (from the loop, never
+ * from inside this function) if it has room now, else when it has drained
+ * to half.  A later call replaces an earlier callback not yet run.  It
+ * does not run once the call is cancelled (on_cancel runs instead) or
+ * finished.  Thread-safe.  Returns 0, GRACE_EINVAL, GRACE_ESTATE
+ * (finished), GRACE_ECLOSED (cancelled); on an error |cb| never runs.
+ */
+GRACE_EXTERN int grace_grpc_call_on_ready(grace_grpc_call *call,
+                                          grace_grpc_ready_cb cb, void *data);
 
 /*
  * Ends the call with status |code| and |message| (copied; NULL for none;

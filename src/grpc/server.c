@@ -7,7 +7,9 @@
  * grace_http_request) ends when the handler finishes the call; the call
  * object itself is released once that is done and no callback of it is
  * running (|busy|), so a handler may finish a call from inside on_message.
- * Sends and finishes from other threads are posted to the loop in order.
+ * Sends go through the call's bounded send queue (see send_framed): from
+ * any thread, in order, then the finish; the loop thread drains it into
+ * the stream as the stream takes it (on_send_ready).
  */
 #include <poll.h>
 #include <pthread.h>
@@ -15,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "grace/grpc.h"
 #include "grpc/wire.h"
@@ -51,15 +54,12 @@ struct grace_grpc_server {
   void *done_data;
 };
 
-typedef struct call_op {
-  grace__post post;
-  struct grace_grpc_call *call;
-  int finish;
-  uint8_t *bytes;
+/* A framed message waiting in a call's send queue. */
+typedef struct send_buf {
+  struct send_buf *next;
   size_t len;
-  grace_grpc_code code;
-  char *message;
-} call_op;
+  uint8_t data[];
+} send_buf;
 
 struct grace_grpc_call {
   grace_grpc_server *srv;
@@ -74,10 +74,29 @@ struct grace_grpc_call {
   char *watch_service;
   struct grace_grpc_call *watch_next; /* a graceful stop ending watches */
   int64_t deadline_at; /* grpc-timeout, monotonic ns; 0: none */
-  call_op finish_op;    /* the finish, posted without allocating */
-  atomic_int posted;    /* sends posted to the loop, not yet applied */
-  int busy;             /* callbacks of this call running */
+  int busy;            /* callbacks of this call running (loop thread) */
   uint8_t cancelled, deadline_passed, user_finished, headers_sent;
+  uint8_t flushing; /* flush() is running (loop thread) */
+
+  /* The send queue, shared with other threads: messages accepted by a
+   * send and not yet handed to the stream (whose own queue is bounded
+   * by the HTTP/2 layer), in order, then the finish.  Bounded by
+   * opts.max_send_buffer: a send past it is refused with GRACE_EBUSY
+   * (grace_grpc_call_on_ready and grace_grpc_call_send_wait wait for
+   * room), never dropped. */
+  pthread_mutex_t lock;
+  pthread_cond_t room; /* the queue fell to half, or sends ended */
+  send_buf *head, *tail;
+  size_t queued;     /* bytes in head..tail */
+  int send_err;      /* nonzero: every send fails with it */
+  grace__post flush_post;
+  uint8_t flush_posted;    /* flush_post is on the loop's list */
+  uint8_t want_room;       /* a send was refused: wake the waiters */
+  uint8_t finish_requested; /* grace_grpc_call_finish was called */
+  grace_grpc_code finish_code;
+  char *finish_message;
+  grace_grpc_ready_cb ready_cb; /* grace_grpc_call_on_ready, one shot */
+  void *ready_data;
 };
 
 
@@ -85,17 +104,34 @@ struct grace_grpc_call {
 
 static void timer_closed(uv_handle_t *h) { free(h); }
 
+static void free_queue(send_buf *b) {
+  while (b != NULL) {
+    send_buf *next = b->next;
+    free(b);
+    b = next;
+  }
+}
+
 static void call_release(grace_grpc_call *call) {
   grace__grpc_reader_free(&call->reader);
   grace_ctx_unref(call->ctx);
   if (call->deadline != NULL)
     uv_close((uv_handle_t *)call->deadline, timer_closed);
+  free_queue(call->head);
+  free(call->finish_message);
+  pthread_cond_destroy(&call->room);
+  pthread_mutex_destroy(&call->lock);
   free(call->watch_service);
   free(call);
 }
 
 static void call_maybe_release(grace_grpc_call *call) {
-  if (call->user_finished && call->req == NULL && call->busy == 0)
+  if (!call->user_finished || call->req != NULL || call->busy != 0)
+    return;
+  pthread_mutex_lock(&call->lock);
+  int posted = call->flush_posted;
+  pthread_mutex_unlock(&call->lock);
+  if (!posted)
     call_release(call);
 }
 
@@ -104,12 +140,30 @@ static void stop_deadline(grace_grpc_call *call) {
     uv_timer_stop(call->deadline);
 }
 
+/* Ends the sends of a call for good with |err|: the queue is dropped (its
+ * stream is gone, or the call is over) and every waiter wakes. */
+static void sends_end(grace_grpc_call *call, int err) {
+  pthread_mutex_lock(&call->lock);
+  if (call->send_err == 0 || err == GRACE_ECLOSED)
+    call->send_err = err;
+  send_buf *q = err == GRACE_ECLOSED ? call->head : NULL;
+  if (q != NULL) {
+    call->head = call->tail = NULL;
+    call->queued = 0;
+  }
+  call->ready_cb = NULL;
+  pthread_cond_broadcast(&call->room);
+  pthread_mutex_unlock(&call->lock);
+  free_queue(q);
+}
+
 /* Tells the handler its call is cancelled, once. */
 static void call_cancel(grace_grpc_call *call) {
   if (call->cancelled)
     return;
   call->cancelled = 1;
   stop_deadline(call);
+  sends_end(call, GRACE_ECLOSED);
   if (call->ctx != NULL)
     grace_ctx_cancel(call->ctx);
   if (!call->user_finished && call->me != NULL &&
@@ -165,12 +219,23 @@ static void call_fail(grace_grpc_call *call, grace_grpc_code code,
   call_cancel(call);
 }
 
-/* ---- applying sends and finishes on the loop thread ----------------------- */
+/* ---- the send queue, drained on the loop thread --------------------------- */
 
+/* The handler has nothing more to say: finished, being finished (a finish
+ * waits behind the queue), or cancelled. */
+static int call_done(grace_grpc_call *call) {
+  if (call->user_finished || call->cancelled)
+    return 1;
+  pthread_mutex_lock(&call->lock);
+  int fin = call->finish_requested;
+  pthread_mutex_unlock(&call->lock);
+  return fin;
+}
+
+/* Hands one framed message to the stream: 0, GRACE_EBUSY (the stream's
+ * queue is full: on_send_ready follows), or GRACE_ECLOSED. */
 static int apply_send(grace_grpc_call *call, const uint8_t *bytes,
                       size_t len) {
-  if (call->user_finished)
-    return GRACE_ESTATE;
   if (call->req == NULL || call->cancelled ||
       !grace__req_stream_alive(call->req))
     return GRACE_ECLOSED;
@@ -195,102 +260,288 @@ static void apply_finish(grace_grpc_call *call, grace_grpc_code code,
     message = "context deadline exceeded";
   }
   end_stream(call, code, message);
+}
+
+/* True when a refused send may go on: the queue is at half or less. */
+static int has_room(const grace_grpc_call *call) {
+  return call->queued <= call->srv->opts.max_send_buffer / 2;
+}
+
+/* Under the call's lock: whether the caller, not on the loop thread, must
+ * post a flush (one at a time). */
+static int want_post(grace_grpc_call *call) {
+  if (call->flush_posted)
+    return 0;
+  call->flush_posted = 1;
+  return 1;
+}
+
+/* Bytes one flush hands to the stream before it yields to the loop: a
+ * handler thread that refills the queue as fast as the client reads must
+ * not keep the loop from reading (a RST_STREAM, other connections). */
+#define FLUSH_BUDGET (64 * 1024)
+
+static void on_flush_post(grace__loop *loop, grace__post *post);
+
+/* Moves queued messages to the stream while it takes them, then, once the
+ * queue is empty, applies a requested finish.  Runs the handler's ready
+ * callback when a refused send may go on.  Loop thread; reentrant calls
+ * (a ready callback that sends) return at once and the outer run goes on. */
+static void flush(grace_grpc_call *call) {
+  size_t moved = 0;
+  if (call->flushing)
+    return;
+  call->flushing = 1;
+  call->busy++;
+  for (;;) {
+    grace_grpc_ready_cb cb = NULL;
+    void *cb_data = NULL;
+    pthread_mutex_lock(&call->lock);
+    send_buf *b = call->head;
+    int fin = b == NULL && call->finish_requested && !call->user_finished;
+    grace_grpc_code code = call->finish_code;
+    char *message = NULL;
+    if (fin) {
+      message = call->finish_message;
+      call->finish_message = NULL;
+    }
+    pthread_mutex_unlock(&call->lock);
+    if (fin) {
+      apply_finish(call, code, message);
+      free(message);
+      break;
+    }
+    if (b == NULL || call->user_finished)
+      break;
+    int rv = apply_send(call, b->data, b->len);
+    if (rv == GRACE_EBUSY)
+      break; /* hook_send_ready comes back */
+    if (rv != 0) {
+      sends_end(call, GRACE_ECLOSED); /* the stream is gone */
+      continue;
+    }
+    pthread_mutex_lock(&call->lock);
+    call->head = b->next;
+    if (call->head == NULL)
+      call->tail = NULL;
+    call->queued -= b->len;
+    if (has_room(call)) {
+      if (call->want_room) {
+        call->want_room = 0;
+        pthread_cond_broadcast(&call->room);
+      }
+      cb = call->ready_cb;
+      cb_data = call->ready_data;
+      call->ready_cb = NULL;
+    }
+    int yield = 0, post = 0;
+    moved += b->len;
+    if (moved >= FLUSH_BUDGET && call->head != NULL) {
+      yield = 1; /* the rest in a later turn of the loop */
+      post = want_post(call);
+    }
+    pthread_mutex_unlock(&call->lock);
+    free(b);
+    if (cb != NULL)
+      cb(call, cb_data);
+    if (post)
+      grace__loop_post(call->loop, &call->flush_post);
+    if (yield)
+      break;
+  }
+  /* A ready callback asked for while the queue had room already. */
+  pthread_mutex_lock(&call->lock);
+  grace_grpc_ready_cb cb = has_room(call) ? call->ready_cb : NULL;
+  void *cb_data = call->ready_data;
+  if (cb != NULL)
+    call->ready_cb = NULL;
+  pthread_mutex_unlock(&call->lock);
+  call->flushing = 0;
+  if (cb != NULL) {
+    cb(call, cb_data);
+    flush(call);
+  }
+  call->busy--;
   call_maybe_release(call);
 }
 
-static void on_op(grace__loop *loop, grace__post *post) {
-  call_op *op = grace__container_of(post, call_op, post);
+static void on_flush_post(grace__loop *loop, grace__post *post) {
+  grace_grpc_call *call = grace__container_of(post, grace_grpc_call,
+                                              flush_post);
   (void)loop;
-  if (op->finish) {
-    /* The op is part of the call, which the finish may release. */
-    char *message = op->message;
-    apply_finish(op->call, op->code, message);
-    free(message);
-    return;
-  }
-  (void)apply_send(op->call, op->bytes, op->len);
-  atomic_fetch_sub(&op->call->posted, 1);
-  free(op->bytes);
-  free(op);
+  pthread_mutex_lock(&call->lock);
+  call->flush_posted = 0;
+  pthread_mutex_unlock(&call->lock);
+  flush(call);
 }
 
-/* Frames |len| bytes of message into a new buffer with its prefix. */
-static uint8_t *frame(grace_grpc_call *call, const ProtobufCMessage *msg,
-                      const void *raw, size_t len, size_t *out_len, int *err) {
+/* Frames a message into a new queue entry: |msg| packed, or |len| bytes
+ * of |raw|. */
+static send_buf *frame(grace_grpc_call *call, const ProtobufCMessage *msg,
+                       const void *raw, size_t len, int *err) {
   size_t body = msg != NULL ? protobuf_c_message_get_packed_size(msg) : len;
   if (body > call->srv->opts.max_send_message) {
     *err = GRACE_ERANGE;
     return NULL;
   }
-  uint8_t *buf = malloc(GRACE__GRPC_PREFIX_LEN + (body ? body : 1));
-  if (buf == NULL) {
+  send_buf *b = malloc(sizeof(*b) + GRACE__GRPC_PREFIX_LEN + body);
+  if (b == NULL) {
     *err = GRACE_ENOMEM;
     return NULL;
   }
-  grace__grpc_prefix_encode(buf, 0, body);
+  b->next = NULL;
+  grace__grpc_prefix_encode(b->data, 0, body);
   if (msg != NULL)
-    protobuf_c_message_pack(msg, buf + GRACE__GRPC_PREFIX_LEN);
+    protobuf_c_message_pack(msg, b->data + GRACE__GRPC_PREFIX_LEN);
   else if (raw != NULL && body > 0)
-    memcpy(buf + GRACE__GRPC_PREFIX_LEN, raw, body);
-  *out_len = GRACE__GRPC_PREFIX_LEN + body;
-  return buf;
+    memcpy(b->data + GRACE__GRPC_PREFIX_LEN, raw, body);
+  b->len = GRACE__GRPC_PREFIX_LEN + body;
+  return b;
 }
 
+/* Waits on |cond| until |deadline| (monotonic ns; INT64_MAX: no limit).
+ * Returns 0, or GRACE_ETIMEDOUT once it has passed. */
+static int cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *lock,
+                           int64_t deadline) {
+  if (deadline == INT64_MAX) {
+    pthread_cond_wait(cond, lock);
+    return 0;
+  }
+  if (grace_now() >= deadline)
+    return GRACE_ETIMEDOUT;
+  struct timespec ts = {(time_t)(deadline / GRACE_SECOND),
+                        (long)(deadline % GRACE_SECOND)};
+  pthread_cond_timedwait(cond, lock, &ts);
+  return 0;
+}
+
+/* Queues a message: 0, or GRACE_EBUSY when the queue is full (after
+ * waiting up to |timeout| for room when |timeout| is not 0; negative: no
+ * limit), or an error of the call. */
 static int send_framed(grace_grpc_call *call, const ProtobufCMessage *msg,
-                       const void *raw, size_t len) {
-  size_t flen;
+                       const void *raw, size_t len, grace_duration timeout) {
   int err = 0;
-  uint8_t *buf = frame(call, msg, raw, len, &flen, &err);
-  if (buf == NULL)
+  send_buf *b = frame(call, msg, raw, len, &err);
+  if (b == NULL)
     return err;
-  /* Directly only when nothing posted from another thread is pending:
-   * the messages of a call go out in the order they were sent. */
-  if (grace__loop_is_current(call->loop) && atomic_load(&call->posted) == 0) {
-    int rv = apply_send(call, buf, flen);
-    free(buf);
+  int current = grace__loop_is_current(call->loop);
+  int64_t deadline =
+      timeout < 0 ? INT64_MAX : grace__grpc_deadline_after(grace_now(), timeout);
+  int rv, post = 0;
+  pthread_mutex_lock(&call->lock);
+  for (;;) {
+    rv = call->send_err;
+    if (rv != 0)
+      break;
+    /* An empty queue takes any message, so one larger than the bound
+     * still goes; past the bound a send waits its turn. */
+    if (call->queued == 0 ||
+        call->queued + b->len <= call->srv->opts.max_send_buffer) {
+      if (call->tail != NULL)
+        call->tail->next = b;
+      else
+        call->head = b;
+      call->tail = b;
+      call->queued += b->len;
+      b = NULL;
+      if (!current)
+        post = want_post(call);
+      break;
+    }
+    call->want_room = 1;
+    rv = GRACE_EBUSY;
+    /* The loop thread never blocks: it would wait for itself. */
+    if (timeout == 0 || current ||
+        cond_wait_until(&call->room, &call->lock, deadline) != 0)
+      break;
+  }
+  pthread_mutex_unlock(&call->lock);
+  free(b);
+  if (rv == GRACE_EBUSY && timeout != 0 && !current)
+    rv = GRACE_ETIMEDOUT;
+  if (rv != 0)
     return rv;
-  }
-  call_op *op = calloc(1, sizeof(*op));
-  if (op == NULL) {
-    free(buf);
-    return GRACE_ENOMEM;
-  }
-  op->call = call;
-  op->bytes = buf;
-  op->len = flen;
-  op->post.fn = on_op;
-  atomic_fetch_add(&call->posted, 1);
-  grace__loop_post(call->loop, &op->post);
+  if (current)
+    flush(call);
+  else if (post)
+    grace__loop_post(call->loop, &call->flush_post);
   return 0;
 }
 
 int grace_grpc_call_send(grace_grpc_call *call, const ProtobufCMessage *msg) {
   if (call == NULL || msg == NULL)
     return GRACE_EINVAL;
-  return send_framed(call, msg, NULL, 0);
+  return send_framed(call, msg, NULL, 0, 0);
 }
 
 int grace_grpc_call_send_bytes(grace_grpc_call *call, const void *data,
                                size_t len) {
   if (call == NULL || (data == NULL && len > 0))
     return GRACE_EINVAL;
-  return send_framed(call, NULL, data, len);
+  return send_framed(call, NULL, data, len, 0);
+}
+
+int grace_grpc_call_send_wait(grace_grpc_call *call,
+                              const ProtobufCMessage *msg,
+                              grace_duration timeout) {
+  if (call == NULL || msg == NULL)
+    return GRACE_EINVAL;
+  return send_framed(call, msg, NULL, 0, timeout);
+}
+
+int grace_grpc_call_send_bytes_wait(grace_grpc_call *call, const void *data,
+                                    size_t len, grace_duration timeout) {
+  if (call == NULL || (data == NULL && len > 0))
+    return GRACE_EINVAL;
+  return send_framed(call, NULL, data, len, timeout);
+}
+
+int grace_grpc_call_on_ready(grace_grpc_call *call, grace_grpc_ready_cb cb,
+                             void *data) {
+  if (call == NULL || cb == NULL)
+    return GRACE_EINVAL;
+  int post = 0, rv;
+  pthread_mutex_lock(&call->lock);
+  rv = call->send_err;
+  if (rv == 0) {
+    call->ready_cb = cb;
+    call->ready_data = data;
+    /* Room already: the callback still runs later, from the loop, never
+     * from inside this call. */
+    if (has_room(call))
+      post = want_post(call);
+  }
+  pthread_mutex_unlock(&call->lock);
+  if (post)
+    grace__loop_post(call->loop, &call->flush_post);
+  return rv;
 }
 
 void grace_grpc_call_finish(grace_grpc_call *call, grace_grpc_code code,
                             const char *message) {
-  if (grace__loop_is_current(call->loop) && atomic_load(&call->posted) == 0) {
-    apply_finish(call, code, message);
+  int current = grace__loop_is_current(call->loop), post = 0;
+  /* Without memory the status text is dropped, never the finish. */
+  char *copy = message != NULL ? strdup(message) : NULL;
+  pthread_mutex_lock(&call->lock);
+  if (call->finish_requested) {
+    pthread_mutex_unlock(&call->lock);
+    free(copy);
     return;
   }
-  /* Without memory the status text is dropped, never the finish. */
-  call_op *op = &call->finish_op;
-  op->call = call;
-  op->finish = 1;
-  op->code = code;
-  op->message = message != NULL ? strdup(message) : NULL;
-  op->post.fn = on_op;
-  grace__loop_post(call->loop, &op->post);
+  call->finish_requested = 1;
+  call->finish_code = code;
+  call->finish_message = copy;
+  if (call->send_err == 0)
+    call->send_err = GRACE_ESTATE;
+  call->ready_cb = NULL;
+  pthread_cond_broadcast(&call->room);
+  if (!current)
+    post = want_post(call);
+  pthread_mutex_unlock(&call->lock);
+  if (current)
+    flush(call);
+  else if (post)
+    grace__loop_post(call->loop, &call->flush_post);
 }
 
 /* ---- call accessors ------------------------------------------------------- */
@@ -371,6 +622,13 @@ static int hook_start(grace_http_request *req, void *data) {
   call->req = req;
   call->me = me;
   call->loop = grace__req_loop(req);
+  call->flush_post.fn = on_flush_post;
+  pthread_mutex_init(&call->lock, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* as grace_now */
+  pthread_cond_init(&call->room, &ca);
+  pthread_condattr_destroy(&ca);
   grace__list_init(&call->watch_link);
   grace__grpc_reader_init(&call->reader, srv->opts.max_recv_message, NULL);
   grace__req_set_user(req, call);
@@ -433,7 +691,7 @@ static int on_grpc_message(const grace__grpc_msg *msg, void *data) {
     call_fail(call, code, why);
     return 1;
   }
-  if (call->user_finished || call->cancelled)
+  if (call_done(call))
     return 1;
   const grace_grpc_method *m = &call->me->m;
   call->busy++;
@@ -454,14 +712,14 @@ static int on_grpc_message(const grace__grpc_msg *msg, void *data) {
     m->on_message(call, &b, m->data);
   }
   call->busy--;
-  return (call->user_finished || call->cancelled) ? 1 : 0;
+  return call_done(call) ? 1 : 0;
 }
 
 static void hook_data(grace_http_request *req, const uint8_t *p, size_t n,
                       void *data) {
   grace_grpc_call *call = grace__req_user(req);
   (void)data;
-  if (call->user_finished || call->cancelled)
+  if (call_done(call))
     return; /* the rest of the body is dropped */
   call->busy++;
   int rv = grace__grpc_reader_feed(&call->reader, p, n, on_grpc_message, call);
@@ -477,7 +735,7 @@ static void hook_data(grace_http_request *req, const uint8_t *p, size_t n,
 static void hook_end(grace_http_request *req, void *data) {
   grace_grpc_call *call = grace__req_user(req);
   (void)data;
-  if (call->user_finished || call->cancelled)
+  if (call_done(call))
     return;
   if (grace__grpc_reader_finish(&call->reader) != 0) {
     const char *msg;
@@ -502,6 +760,7 @@ static void hook_cancel(grace_http_request *req, void *data) {
    * the handler, as grpc-go's does. */
   call->busy++;
   call_cancel(call);
+  flush(call); /* a finish waiting behind the dropped queue goes now */
   call->busy--;
   if (call->user_finished && call->req != NULL) {
     grace_http_request *r = call->req;
@@ -509,6 +768,12 @@ static void hook_cancel(grace_http_request *req, void *data) {
     grace__req_finish_reset(r, NGHTTP2_CANCEL);
   }
   call_maybe_release(call);
+}
+
+static void hook_send_ready(grace_http_request *req, void *data) {
+  grace_grpc_call *call = grace__req_user(req);
+  (void)data;
+  flush(call);
 }
 
 /* Plain HTTP on the gRPC port: what is not a gRPC call. */
@@ -699,6 +964,7 @@ void grace_grpc_options_init(grace_grpc_options *opts) {
   grace_http_options_init(&opts->http);
   opts->max_recv_message = GRACE__GRPC_DEFAULT_MAX_RECV;
   opts->max_send_message = 4u * 1024 * 1024;
+  opts->max_send_buffer = 256u * 1024;
 }
 
 static int add_method(grace_grpc_server *srv, const grace_grpc_method *m) {
@@ -736,6 +1002,7 @@ int grace_grpc_server_new(const grace_grpc_options *opts,
   else
     grace_grpc_options_init(&srv->opts);
   if (srv->opts.max_recv_message == 0 || srv->opts.max_send_message == 0 ||
+      srv->opts.max_send_buffer == 0 ||
       srv->opts.max_send_message > UINT32_MAX) {
     free(srv);
     return GRACE_EINVAL;
@@ -749,6 +1016,7 @@ int grace_grpc_server_new(const grace_grpc_options *opts,
                                .on_data = hook_data,
                                .on_end = hook_end,
                                .on_cancel = hook_cancel,
+                               .on_send_ready = hook_send_ready,
                                .data = srv};
   grace__http_set_stream_hooks(srv->http, &hooks);
   grace_grpc_method check = {

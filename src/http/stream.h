@@ -29,8 +29,8 @@ typedef struct grace__stream_hooks {
                   void *data);
   void (*on_end)(grace_http_request *req, void *data);
   void (*on_cancel)(grace_http_request *req, void *data);
-  /* grace__req_send_data answered GRACE_EBUSY before, and the stream's
-   * send queue has room again (optional). */
+  /* grace__req_send_data refused bytes with GRACE_EBUSY, and the stream's
+   * send queue has since drained to half: send again (optional). */
   void (*on_send_ready)(grace_http_request *req, void *data);
   void *data;
 } grace__stream_hooks;

@@ -3,7 +3,12 @@
  * of every kind, answered from the loop thread or from another thread.
  *
  *   /Echo/Unary         replies with the request
- *   /Echo/ServerStream  request "N" (ASCII digits): N replies "0".."N-1"
+ *   /Echo/ServerStream  request "N" (ASCII digits): N replies "0".."N-1",
+ *                       sent as fast as the client reads them (on the
+ *                       loop thread: send until GRACE_EBUSY, go on from
+ *                       grace_grpc_call_on_ready)
+ *   /Echo/ThreadStream  the same from a thread of its own, with
+ *                       grace_grpc_call_send_bytes_wait
  *   /Echo/ClientStream  replies, once the client is done, with the count
  *                       of messages and their total length, "count/bytes"
  *   /Echo/Bidi          echoes each message at once, from a worker thread;
@@ -31,23 +36,118 @@
 static void unary(grace_grpc_call *call, const void *msg, void *data) {
   const grace_grpc_bytes *b = msg;
   (void)data;
-  grace_grpc_call_send_bytes(call, b->data, b->len);
+  int rv = grace_grpc_call_send_bytes(call, b->data, b->len);
+  grace_grpc_call_finish(call, rv == 0 ? GRACE_GRPC_OK : GRACE_GRPC_INTERNAL,
+                         rv == 0 ? NULL : grace_strerror(rv));
+}
+
+/* A server stream in progress: the next message and the count. */
+typedef struct counter {
+  long next, count;
+  pthread_t thread;
+} counter;
+
+static long parse_count(const grace_grpc_bytes *b) {
+  char num[32];
+  size_t n = b->len < sizeof(num) ? b->len : sizeof(num) - 1;
+  memcpy(num, b->data, n);
+  num[n] = '\0';
+  return strtol(num, NULL, 10);
+}
+
+/* Sends what the queue takes; on GRACE_EBUSY, goes on when it has room. */
+static void counter_pump(grace_grpc_call *call, void *data) {
+  counter *c = data;
+  char num[32];
+  while (c->next < c->count) {
+    int len = snprintf(num, sizeof(num), "%ld", c->next);
+    int rv = grace_grpc_call_send_bytes(call, num, (size_t)len);
+    if (rv == GRACE_EBUSY) {
+      rv = grace_grpc_call_on_ready(call, counter_pump, c);
+      if (rv == 0)
+        return;
+    }
+    if (rv == GRACE_ECLOSED)
+      return; /* cancelled: on_cancel finishes */
+    if (rv != 0) {
+      grace_grpc_call_set_data(call, NULL);
+      free(c);
+      grace_grpc_call_finish(call, GRACE_GRPC_INTERNAL, grace_strerror(rv));
+      return;
+    }
+    c->next++;
+  }
+  grace_grpc_call_set_data(call, NULL);
+  free(c);
   grace_grpc_call_finish(call, GRACE_GRPC_OK, NULL);
 }
 
 static void server_stream(grace_grpc_call *call, const void *msg, void *data) {
-  const grace_grpc_bytes *b = msg;
-  char num[32];
   (void)data;
-  size_t n = b->len < sizeof(num) ? b->len : sizeof(num) - 1;
-  memcpy(num, b->data, n);
-  num[n] = '\0';
-  long count = strtol(num, NULL, 10);
-  for (long i = 0; i < count; i++) {
-    int len = snprintf(num, sizeof(num), "%ld", i);
-    grace_grpc_call_send_bytes(call, num, (size_t)len);
+  counter *c = calloc(1, sizeof(*c));
+  if (c == NULL) {
+    grace_grpc_call_finish(call, GRACE_GRPC_RESOURCE_EXHAUSTED, NULL);
+    return;
   }
-  grace_grpc_call_finish(call, GRACE_GRPC_OK, NULL);
+  c->count = parse_count(msg);
+  grace_grpc_call_set_data(call, c);
+  counter_pump(call, c);
+}
+
+static void server_stream_cancel(grace_grpc_call *call, void *data) {
+  (void)data;
+  free(grace_grpc_call_data(call));
+  grace_grpc_call_set_data(call, NULL);
+  grace_grpc_call_finish(call, GRACE_GRPC_CANCELLED, NULL);
+}
+
+/* /Echo/ThreadStream: a thread sends, blocking while the queue is full,
+ * and finishes; a cancel wakes it (GRACE_ECLOSED) and the thread, not
+ * on_cancel, finishes the call (a call is never finished while another
+ * thread may still use it). */
+static void *thread_stream_run(void *arg) {
+  grace_grpc_call *call = arg;
+  counter *c = grace_grpc_call_data(call);
+  char num[32];
+  int rv = 0;
+  for (; c->next < c->count; c->next++) {
+    int len = snprintf(num, sizeof(num), "%ld", c->next);
+    rv = grace_grpc_call_send_bytes_wait(call, num, (size_t)len, -1);
+    if (rv != 0)
+      break;
+  }
+  free(c);
+  if (rv == 0)
+    grace_grpc_call_finish(call, GRACE_GRPC_OK, NULL);
+  else if (rv == GRACE_ECLOSED)
+    grace_grpc_call_finish(call, GRACE_GRPC_CANCELLED, NULL);
+  else
+    grace_grpc_call_finish(call, GRACE_GRPC_INTERNAL, grace_strerror(rv));
+  return NULL;
+}
+
+static void thread_stream(grace_grpc_call *call, const void *msg, void *data) {
+  (void)data;
+  counter *c = calloc(1, sizeof(*c));
+  if (c == NULL) {
+    grace_grpc_call_finish(call, GRACE_GRPC_RESOURCE_EXHAUSTED, NULL);
+    return;
+  }
+  c->count = parse_count(msg);
+  grace_grpc_call_set_data(call, c);
+  if (pthread_create(&c->thread, NULL, thread_stream_run, call) != 0) {
+    free(c);
+    grace_grpc_call_set_data(call, NULL);
+    grace_grpc_call_finish(call, GRACE_GRPC_INTERNAL, NULL);
+    return;
+  }
+  /* Reaped by the detached thread itself: the call is its to finish. */
+  pthread_detach(c->thread);
+}
+
+static void thread_stream_cancel(grace_grpc_call *call, void *data) {
+  (void)call;
+  (void)data; /* the thread wakes with GRACE_ECLOSED and finishes */
 }
 
 typedef struct tally {
@@ -97,7 +197,10 @@ typedef struct echo_job {
 
 static void *echo_thread(void *arg) {
   echo_job *job = arg;
-  grace_grpc_call_send_bytes(job->call, job->data, job->len);
+  int rv = grace_grpc_call_send_bytes_wait(job->call, job->data, job->len,
+                                           10 * GRACE_SECOND);
+  if (rv != 0 && rv != GRACE_ECLOSED)
+    grace_log("Bidi send: %s", grace_strerror(rv));
   free(job);
   return NULL;
 }
@@ -233,7 +336,12 @@ int main(int argc, char **argv) {
   server = srv;
   const grace_grpc_method methods[] = {
       {.path = "/Echo/Unary", .on_message = unary},
-      {.path = "/Echo/ServerStream", .on_message = server_stream},
+      {.path = "/Echo/ServerStream",
+       .on_message = server_stream,
+       .on_cancel = server_stream_cancel},
+      {.path = "/Echo/ThreadStream",
+       .on_message = thread_stream,
+       .on_cancel = thread_stream_cancel},
       {.path = "/Echo/ClientStream",
        .on_message = client_stream,
        .on_half_close = client_stream_end,
