@@ -284,6 +284,24 @@ GRACE_EXTERN int grace_grpc_call_on_ready(grace_grpc_call *call,
                                           grace_grpc_ready_cb cb, void *data);
 
 /*
+ * Adds response metadata |key|: |value| (both copied) to the call's
+ * headers (initial metadata), sent with its first message or, in a
+ * trailers-only answer, with its status; or to its trailers, sent with
+ * the status.  |key| is lower case (token characters), not "grpc-*",
+ * "content-type" nor "te"; a "-bin" key takes its value base64-encoded,
+ * as it arrives in grace_grpc_call_metadata.  Keys may repeat.
+ * Thread-safe.  Returns 0, GRACE_EINVAL (NULL or a key or value not
+ * allowed), GRACE_ENOMEM, GRACE_ESTATE (headers: a message was already
+ * sent; both: the call was finished).
+ */
+GRACE_EXTERN int grace_grpc_call_add_header(grace_grpc_call *call,
+                                            const char *key,
+                                            const char *value);
+GRACE_EXTERN int grace_grpc_call_add_trailer(grace_grpc_call *call,
+                                             const char *key,
+                                             const char *value);
+
+/*
  * Ends the call with status |code| and |message| (copied; NULL for none;
  * sent percent-encoded in grpc-message).  Thread-safe; exactly once per
  * call; |call| is invalid afterwards.  On a cancelled call it only

@@ -61,6 +61,55 @@ typedef struct send_buf {
   uint8_t data[];
 } send_buf;
 
+/* Response metadata added by the handler (names and values owned). */
+typedef struct md_list {
+  grace__h2_header *h;
+  size_t n;
+} md_list;
+
+static void md_free(md_list *l) {
+  for (size_t i = 0; i < l->n; i++) {
+    free((char *)(uintptr_t)l->h[i].name);
+    free((char *)(uintptr_t)l->h[i].value);
+  }
+  free(l->h);
+  l->h = NULL;
+  l->n = 0;
+}
+
+static int md_add(md_list *l, const char *key, const char *value) {
+  grace__h2_header *h = realloc(l->h, (l->n + 1) * sizeof(*h));
+  if (h == NULL)
+    return GRACE_ENOMEM;
+  l->h = h;
+  char *k = strdup(key), *v = strdup(value);
+  if (k == NULL || v == NULL) {
+    free(k);
+    free(v);
+    return GRACE_ENOMEM;
+  }
+  h[l->n].name = k;
+  h[l->n].value = v;
+  l->n++;
+  return 0;
+}
+
+/* Copies |extra| after the |n| fields of |base| into a new array. */
+static grace__h2_header *md_join(const grace__h2_header *base, size_t n,
+                                 const md_list *a, const md_list *b,
+                                 size_t *out_n) {
+  size_t total = n + a->n + (b != NULL ? b->n : 0);
+  grace__h2_header *h = malloc((total ? total : 1) * sizeof(*h));
+  if (h == NULL)
+    return NULL;
+  memcpy(h, base, n * sizeof(*h));
+  memcpy(h + n, a->h, a->n * sizeof(*h));
+  if (b != NULL)
+    memcpy(h + n + a->n, b->h, b->n * sizeof(*h));
+  *out_n = total;
+  return h;
+}
+
 struct grace_grpc_call {
   grace_grpc_server *srv;
   grace_http_request *req; /* the stream side; NULL once finished */
@@ -97,6 +146,8 @@ struct grace_grpc_call {
   char *finish_message;
   grace_grpc_ready_cb ready_cb; /* grace_grpc_call_on_ready, one shot */
   void *ready_data;
+  uint8_t accepted_any;     /* a send was accepted: the headers are set */
+  md_list headers, trailers; /* response metadata, under the lock */
 };
 
 
@@ -119,6 +170,8 @@ static void call_release(grace_grpc_call *call) {
     uv_close((uv_handle_t *)call->deadline, timer_closed);
   free_queue(call->head);
   free(call->finish_message);
+  md_free(&call->headers);
+  md_free(&call->trailers);
   pthread_cond_destroy(&call->room);
   pthread_mutex_destroy(&call->lock);
   free(call->watch_service);
@@ -204,10 +257,21 @@ static void end_stream(grace_grpc_call *call, grace_grpc_code code,
       h[n++] = (grace__h2_header){"grpc-message", enc};
     }
   }
+  /* The handler's metadata: its trailers, and in a trailers-only answer
+   * its headers too (the metadata were not copied while the stream was
+   * alive only if out of memory: then the status goes without them). */
+  size_t all_n = n;
+  grace__h2_header *all = NULL;
+  pthread_mutex_lock(&call->lock);
+  if (call->trailers.n > 0 || (!call->headers_sent && call->headers.n > 0))
+    all = md_join(h, n, &call->trailers,
+                  call->headers_sent ? NULL : &call->headers, &all_n);
+  pthread_mutex_unlock(&call->lock);
   if (call->headers_sent)
-    grace__req_finish_trailers(req, h, n);
+    grace__req_finish_trailers(req, all != NULL ? all : h, all_n);
   else
-    grace__req_finish_trailers_only(req, 200, h, n);
+    grace__req_finish_trailers_only(req, 200, all != NULL ? all : h, all_n);
+  free(all);
   free(enc);
 }
 
@@ -240,9 +304,16 @@ static int apply_send(grace_grpc_call *call, const uint8_t *bytes,
       !grace__req_stream_alive(call->req))
     return GRACE_ECLOSED;
   if (!call->headers_sent) {
-    static const grace__h2_header h[] = {
+    static const grace__h2_header ct[] = {
         {"content-type", "application/grpc"}};
-    int rv = grace__req_send_headers(call->req, 200, h, 1);
+    size_t n = 1;
+    pthread_mutex_lock(&call->lock);
+    grace__h2_header *h =
+        call->headers.n > 0 ? md_join(ct, 1, &call->headers, NULL, &n) : NULL;
+    pthread_mutex_unlock(&call->lock);
+    int rv = grace__req_send_headers(call->req, 200, h != NULL ? h : ct,
+                                     h != NULL ? n : 1);
+    free(h);
     if (rv != 0)
       return rv;
     call->headers_sent = 1;
@@ -443,6 +514,7 @@ static int send_framed(grace_grpc_call *call, const ProtobufCMessage *msg,
         call->head = b;
       call->tail = b;
       call->queued += b->len;
+      call->accepted_any = 1;
       b = NULL;
       if (!current)
         post = want_post(call);
@@ -515,6 +587,51 @@ int grace_grpc_call_on_ready(grace_grpc_call *call, grace_grpc_ready_cb cb,
   if (post)
     grace__loop_post(call->loop, &call->flush_post);
   return rv;
+}
+
+/* A metadata key the handler may set: lower-case token characters, not
+ * reserved for the protocol (RFC 9113 section 8.2; grpc-go's checks). */
+static int md_key_ok(const char *key) {
+  if (key[0] == '\0' || strncmp(key, "grpc-", 5) == 0 ||
+      strcmp(key, "content-type") == 0 || strcmp(key, "te") == 0)
+    return 0;
+  for (const char *p = key; *p != '\0'; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+          *p == '_' || *p == '.'))
+      return 0;
+  return 1;
+}
+
+static int md_value_ok(const char *v) {
+  for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++)
+    if (*p < 0x20 && *p != '\t')
+      return 0;
+  return 1;
+}
+
+static int add_metadata(grace_grpc_call *call, const char *key,
+                        const char *value, int trailer) {
+  if (call == NULL || key == NULL || value == NULL || !md_key_ok(key) ||
+      !md_value_ok(value))
+    return GRACE_EINVAL;
+  int rv;
+  pthread_mutex_lock(&call->lock);
+  if (call->finish_requested || (!trailer && call->accepted_any))
+    rv = GRACE_ESTATE;
+  else
+    rv = md_add(trailer ? &call->trailers : &call->headers, key, value);
+  pthread_mutex_unlock(&call->lock);
+  return rv;
+}
+
+int grace_grpc_call_add_header(grace_grpc_call *call, const char *key,
+                               const char *value) {
+  return add_metadata(call, key, value, 0);
+}
+
+int grace_grpc_call_add_trailer(grace_grpc_call *call, const char *key,
+                                const char *value) {
+  return add_metadata(call, key, value, 1);
 }
 
 void grace_grpc_call_finish(grace_grpc_call *call, grace_grpc_code code,
