@@ -34,7 +34,7 @@ class GrpcTestCase(gracetest.ProgramTestCase):
             ch.close()
         super().tearDown()
 
-    def channel(self, port):
-        ch = grpc.insecure_channel("127.0.0.1:%d" % port)
+    def channel(self, port, options=None):
+        ch = grpc.insecure_channel("127.0.0.1:%d" % port, options=options)
         self.channels.append(ch)
         return ch

@@ -16,11 +16,11 @@ from grpctest import IDENT, GrpcTestCase, grpc, needs_grpc
 
 @needs_grpc
 class GrpcStreaming(GrpcTestCase):
-    def start_server(self, *extra):
+    def start_server(self, *extra, options=None):
         port = free_port()
         p = self.start("grpc-stream-server", "-port", str(port), *extra)
         p.wait_port(port)
-        return p, self.channel(port)
+        return p, self.channel(port, options)
 
     def test_every_kind(self):
         p, ch = self.start_server()
@@ -147,8 +147,11 @@ class GrpcStreaming(GrpcTestCase):
         self.assertEqual(p.wait_exit(10.0), 0)
 
     def test_client_that_stops_reading_costs_bounded_memory_then_resumes(self):
-        p, ch = self.start_server()
-        n = 400000
+        # grpcio keeps reading into its own buffers while the application
+        # does not, growing its windows (BDP probing): without the probe
+        # its windows stay put, and the server really is held.
+        p, ch = self.start_server(options=STILL_WINDOWS)
+        n = 300000
         for path in ("/Echo/ServerStream", "/Echo/ThreadStream"):
             ss = ch.unary_stream(path, request_serializer=IDENT,
                                  response_deserializer=IDENT)
@@ -164,7 +167,7 @@ class GrpcStreaming(GrpcTestCase):
             print("%s: RSS %d KiB before, %d KiB and %d KiB with the client "
                   "not reading" % (path, rss0, rss1, rss2))
             if not (gracetest.SANITIZE or gracetest.TSAN):
-                # All 400,000 messages queued would be over 15 MiB.
+                # All 300,000 messages queued would take over 12 MiB.
                 self.assertLess(rss1 - rss0, 6 * 1024, path)
                 self.assertLess(rss2 - rss1, 512, path)
             # It reads again: the rest arrives, whole and in order.
@@ -175,6 +178,26 @@ class GrpcStreaming(GrpcTestCase):
             self.assertEqual(call.code(), grpc.StatusCode.OK, path)
         p.send_signal(signal.SIGTERM)
         self.assertEqual(p.wait_exit(10.0), 0)
+
+    def test_send_wait_timeout_is_an_error_the_handler_sees(self):
+        # A send that cannot be done in time fails, and the handler says
+        # how many it sent: exactly those arrive, none is dropped.
+        p, ch = self.start_server(options=STILL_WINDOWS)
+        ss = ch.unary_stream("/Echo/WaitTimeout", request_serializer=IDENT,
+                             response_deserializer=IDENT)
+        call = ss(b"", timeout=60)
+        self.assertEqual(next(call), b"0")
+        time.sleep(1.0)  # not reading: the handler's send times out
+        rest = []
+        with self.assertRaises(grpc.RpcError) as cm:
+            for m in call:
+                rest.append(m)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        sent = int(cm.exception.details().split()[1])
+        self.assertGreater(sent, 1)
+        self.assertEqual([b"0"] + rest, [str(i).encode() for i in range(sent)])
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait_exit(5.0), 0)
 
     def test_stop_reading_then_cancel_wakes_the_blocked_sender(self):
         p, ch = self.start_server()
@@ -190,6 +213,9 @@ class GrpcStreaming(GrpcTestCase):
         t_sig = p.send_signal(signal.SIGTERM)
         self.assertEqual(p.wait_exit(5.0), 0)
         self.assertLess(p.exit_time - t_sig, 1.0 + bound(0.5, 1.5))
+
+
+STILL_WINDOWS = [("grpc.http2.bdp_probe", 0)]
 
 
 def rss_kib(pid):

@@ -9,6 +9,10 @@
  *                       grace_grpc_call_on_ready)
  *   /Echo/ThreadStream  the same from a thread of its own, with
  *                       grace_grpc_call_send_bytes_wait
+ *   /Echo/WaitTimeout   request "N": a thread sends "0", "1"... with
+ *                       send_bytes_wait and a 200 ms timeout until one
+ *                       times out, then ends with DEADLINE_EXCEEDED and
+ *                       "sent N" (what the client must have received)
  *   /Echo/ClientStream  replies, once the client is done, with the count
  *                       of messages and their total length, "count/bytes"
  *   /Echo/Bidi          echoes each message at once, from a worker thread;
@@ -126,8 +130,35 @@ static void *thread_stream_run(void *arg) {
   return NULL;
 }
 
+/* /Echo/WaitTimeout: sends until a send times out, and says so.  Its
+ * method data points here (any non-NULL data picks this mode). */
+static int wait_timeout_mode;
+
+static void *wait_timeout_run(void *arg) {
+  grace_grpc_call *call = arg;
+  char num[32];
+  long sent = 0;
+  int rv;
+  for (;; sent++) {
+    int len = snprintf(num, sizeof(num), "%ld", sent);
+    rv = grace_grpc_call_send_bytes_wait(call, num, (size_t)len,
+                                         200 * GRACE_MILLISECOND);
+    if (rv != 0)
+      break;
+  }
+  free(grace_grpc_call_data(call));
+  if (rv == GRACE_ETIMEDOUT) {
+    char msg[64];
+    snprintf(msg, sizeof(msg), "sent %ld", sent);
+    grace_grpc_call_finish(call, GRACE_GRPC_DEADLINE_EXCEEDED, msg);
+  } else {
+    grace_grpc_call_finish(call, GRACE_GRPC_CANCELLED, grace_strerror(rv));
+  }
+  return NULL;
+}
+
 static void thread_stream(grace_grpc_call *call, const void *msg, void *data) {
-  (void)data;
+  int timeout_mode = data != NULL;
   counter *c = calloc(1, sizeof(*c));
   if (c == NULL) {
     grace_grpc_call_finish(call, GRACE_GRPC_RESOURCE_EXHAUSTED, NULL);
@@ -135,7 +166,9 @@ static void thread_stream(grace_grpc_call *call, const void *msg, void *data) {
   }
   c->count = parse_count(msg);
   grace_grpc_call_set_data(call, c);
-  if (pthread_create(&c->thread, NULL, thread_stream_run, call) != 0) {
+  if (pthread_create(&c->thread, NULL,
+                     timeout_mode ? wait_timeout_run : thread_stream_run,
+                     call) != 0) {
     free(c);
     grace_grpc_call_set_data(call, NULL);
     grace_grpc_call_finish(call, GRACE_GRPC_INTERNAL, NULL);
@@ -342,6 +375,10 @@ int main(int argc, char **argv) {
       {.path = "/Echo/ThreadStream",
        .on_message = thread_stream,
        .on_cancel = thread_stream_cancel},
+      {.path = "/Echo/WaitTimeout",
+       .on_message = thread_stream,
+       .on_cancel = thread_stream_cancel,
+       .data = &wait_timeout_mode},
       {.path = "/Echo/ClientStream",
        .on_message = client_stream,
        .on_half_close = client_stream_end,
