@@ -31,9 +31,9 @@
  * send the client is not reading fast enough for is refused with
  * GRACE_EBUSY, and grace_grpc_call_on_ready (loop handlers) or
  * grace_grpc_call_send_wait (handlers on threads) wait for room, so a
- * stream's memory stays bounded and no message is dropped.  Every call a handler receives
- * must be finished exactly once, also after it was cancelled (on_cancel):
- * the finish then only releases the call.
+ * stream's memory stays bounded and no message is dropped.  Every call a
+ * handler receives must be finished exactly once, also after it was cancelled
+ * (on_cancel): the finish then only releases the call.
  */
 #ifndef GRACE_GRPC_H
 #define GRACE_GRPC_H
@@ -295,8 +295,7 @@ GRACE_EXTERN int grace_grpc_call_on_ready(grace_grpc_call *call,
  * sent; both: the call was finished).
  */
 GRACE_EXTERN int grace_grpc_call_add_header(grace_grpc_call *call,
-                                            const char *key,
-                                            const char *value);
+                                            const char *key, const char *value);
 GRACE_EXTERN int grace_grpc_call_add_trailer(grace_grpc_call *call,
                                              const char *key,
                                              const char *value);

@@ -136,17 +136,17 @@ struct grace_grpc_call {
   pthread_mutex_t lock;
   pthread_cond_t room; /* the queue fell to half, or sends ended */
   send_buf *head, *tail;
-  size_t queued;     /* bytes in head..tail */
-  int send_err;      /* nonzero: every send fails with it */
+  size_t queued; /* bytes in head..tail */
+  int send_err;  /* nonzero: every send fails with it */
   grace__post flush_post;
-  uint8_t flush_posted;    /* flush_post is on the loop's list */
-  uint8_t want_room;       /* a send was refused: wake the waiters */
+  uint8_t flush_posted;     /* flush_post is on the loop's list */
+  uint8_t want_room;        /* a send was refused: wake the waiters */
   uint8_t finish_requested; /* grace_grpc_call_finish was called */
   grace_grpc_code finish_code;
   char *finish_message;
   grace_grpc_ready_cb ready_cb; /* grace_grpc_call_on_ready, one shot */
   void *ready_data;
-  uint8_t accepted_any;     /* a send was accepted: the headers are set */
+  uint8_t accepted_any;      /* a send was accepted: the headers are set */
   md_list headers, trailers; /* response metadata, under the lock */
 };
 
@@ -283,7 +283,7 @@ static void call_fail(grace_grpc_call *call, grace_grpc_code code,
   call_cancel(call);
 }
 
-/* ---- the send queue, drained on the loop thread --------------------------- */
+/* ---- the send queue, drained on the loop thread ------------------------ */
 
 /* The handler has nothing more to say: finished, being finished (a finish
  * waits behind the queue), or cancelled. */
@@ -298,14 +298,12 @@ static int call_done(grace_grpc_call *call) {
 
 /* Hands one framed message to the stream: 0, GRACE_EBUSY (the stream's
  * queue is full: on_send_ready follows), or GRACE_ECLOSED. */
-static int apply_send(grace_grpc_call *call, const uint8_t *bytes,
-                      size_t len) {
+static int apply_send(grace_grpc_call *call, const uint8_t *bytes, size_t len) {
   if (call->req == NULL || call->cancelled ||
       !grace__req_stream_alive(call->req))
     return GRACE_ECLOSED;
   if (!call->headers_sent) {
-    static const grace__h2_header ct[] = {
-        {"content-type", "application/grpc"}};
+    static const grace__h2_header ct[] = {{"content-type", "application/grpc"}};
     size_t n = 1;
     pthread_mutex_lock(&call->lock);
     grace__h2_header *h =
@@ -437,8 +435,8 @@ static void flush(grace_grpc_call *call) {
 }
 
 static void on_flush_post(grace__loop *loop, grace__post *post) {
-  grace_grpc_call *call = grace__container_of(post, grace_grpc_call,
-                                              flush_post);
+  grace_grpc_call *call =
+      grace__container_of(post, grace_grpc_call, flush_post);
   (void)loop;
   pthread_mutex_lock(&call->lock);
   call->flush_posted = 0;
@@ -496,8 +494,9 @@ static int send_framed(grace_grpc_call *call, const ProtobufCMessage *msg,
   if (b == NULL)
     return err;
   int current = grace__loop_is_current(call->loop);
-  int64_t deadline =
-      timeout < 0 ? INT64_MAX : grace__grpc_deadline_after(grace_now(), timeout);
+  int64_t deadline = timeout < 0
+                         ? INT64_MAX
+                         : grace__grpc_deadline_after(grace_now(), timeout);
   int rv, post = 0;
   pthread_mutex_lock(&call->lock);
   for (;;) {
@@ -790,8 +789,7 @@ static int hook_start(grace_http_request *req, void *data) {
     if (call->deadline != NULL) {
       uv_timer_init(&call->loop->uv, call->deadline);
       call->deadline->data = call;
-      uv_timer_start(call->deadline, on_deadline, grace__grpc_timeout_ms(d),
-                     0);
+      uv_timer_start(call->deadline, on_deadline, grace__grpc_timeout_ms(d), 0);
     }
   }
   return 1;

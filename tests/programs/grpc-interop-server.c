@@ -133,8 +133,7 @@ typedef struct in_sum {
   int64_t bytes;
 } in_sum;
 
-static void input_message(grace_grpc_call *call, const void *msg,
-                          void *data) {
+static void input_message(grace_grpc_call *call, const void *msg, void *data) {
   const Grpc__Testing__StreamingInputCallRequest *in = msg;
   in_sum *s = grace_grpc_call_data(call);
   (void)data;
@@ -170,7 +169,8 @@ static void input_cancel(grace_grpc_call *call, void *data) {
   grace_grpc_call_finish(call, GRACE_GRPC_CANCELLED, NULL);
 }
 
-/* ---- output streams: StreamingOutputCall, Full- and HalfDuplexCall -------- */
+/* ---- output streams: StreamingOutputCall, Full- and HalfDuplexCall --------
+ */
 
 typedef struct out_item {
   int32_t size;
@@ -185,11 +185,11 @@ typedef struct ostream {
   out_item *items;
   size_t n, cap, next;
   uv_timer_t timer;
-  uint8_t blocked;     /* waiting for the timer or for room */
-  uint8_t waited;      /* items[next]'s interval has passed */
-  uint8_t input_done;  /* the client finished sending */
-  uint8_t echoed;      /* metadata echoed */
-  uint8_t has_status;  /* a request asked for a status */
+  uint8_t blocked;    /* waiting for the timer or for room */
+  uint8_t waited;     /* items[next]'s interval has passed */
+  uint8_t input_done; /* the client finished sending */
+  uint8_t echoed;     /* metadata echoed */
+  uint8_t has_status; /* a request asked for a status */
   grace_grpc_code code;
   char *message;
 } ostream;
@@ -340,8 +340,9 @@ static void output_message(grace_grpc_call *call, const void *msg,
   }
   int rv = ostream_take(os, msg);
   if (rv != 0) {
-    ostream_end(os, rv == GRACE_EINVAL ? GRACE_GRPC_INVALID_ARGUMENT
-                                       : GRACE_GRPC_RESOURCE_EXHAUSTED,
+    ostream_end(os,
+                rv == GRACE_EINVAL ? GRACE_GRPC_INVALID_ARGUMENT
+                                   : GRACE_GRPC_RESOURCE_EXHAUSTED,
                 rv == GRACE_EINVAL ? "negative size or interval" : NULL);
     return;
   }

@@ -28,9 +28,9 @@
  */
 #include <pthread.h>
 #include <stdio.h>
-#include <time.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "grace/flags.h"
 #include "grace/grpc.h"

@@ -409,8 +409,7 @@ static void largest_timeout_saturates_deadline_and_timer(void **state) {
   assert_true(grace__grpc_deadline_after(INT64_MAX - 5, 6) == INT64_MAX);
   assert_true(grace__grpc_deadline_after(100, 23) == 123);
   assert_true(grace__grpc_deadline_after(100, 0) == 100);
-  assert_true(grace__grpc_timeout_ms(d) ==
-              (uint64_t)INT64_MAX / 1000000u + 1u);
+  assert_true(grace__grpc_timeout_ms(d) == (uint64_t)INT64_MAX / 1000000u + 1u);
   assert_true(grace__grpc_timeout_ms(0) == 0);
   assert_true(grace__grpc_timeout_ms(1) == 1);
   assert_true(grace__grpc_timeout_ms(GRACE_MILLISECOND) == 1);
