@@ -61,6 +61,11 @@ typedef struct send_buf {
   uint8_t data[];
 } send_buf;
 
+/* What a queued message counts against max_send_buffer: its bytes and its
+ * entry, so a stream of tiny messages is bounded in memory too, not only
+ * in payload. */
+#define QUEUED_SIZE(b) (sizeof(send_buf) + (b)->len)
+
 /* Response metadata added by the handler (names and values owned). */
 typedef struct md_list {
   grace__h2_header *h;
@@ -136,7 +141,7 @@ struct grace_grpc_call {
   pthread_mutex_t lock;
   pthread_cond_t room; /* the queue fell to half, or sends ended */
   send_buf *head, *tail;
-  size_t queued; /* bytes in head..tail */
+  size_t queued; /* bytes held by head..tail (see QUEUED_SIZE) */
   int send_err;  /* nonzero: every send fails with it */
   grace__post flush_post;
   uint8_t flush_posted;     /* flush_post is on the loop's list */
@@ -393,7 +398,7 @@ static void flush(grace_grpc_call *call) {
     call->head = b->next;
     if (call->head == NULL)
       call->tail = NULL;
-    call->queued -= b->len;
+    call->queued -= QUEUED_SIZE(b);
     if (has_room(call)) {
       if (call->want_room) {
         call->want_room = 0;
@@ -506,13 +511,13 @@ static int send_framed(grace_grpc_call *call, const ProtobufCMessage *msg,
     /* An empty queue takes any message, so one larger than the bound
      * still goes; past the bound a send waits its turn. */
     if (call->queued == 0 ||
-        call->queued + b->len <= call->srv->opts.max_send_buffer) {
+        call->queued + QUEUED_SIZE(b) <= call->srv->opts.max_send_buffer) {
       if (call->tail != NULL)
         call->tail->next = b;
       else
         call->head = b;
       call->tail = b;
-      call->queued += b->len;
+      call->queued += QUEUED_SIZE(b);
       call->accepted_any = 1;
       b = NULL;
       if (!current)
