@@ -24,7 +24,8 @@ extern "C" {
 /* System errors, as negated errno values. */
 #define GRACE_EINVAL (-EINVAL)         /* invalid argument */
 #define GRACE_ENOMEM (-ENOMEM)         /* out of memory */
-#define GRACE_EBUSY (-EBUSY)           /* resource busy, or state forbids it */
+#define GRACE_EBUSY (-EBUSY)           /* busy: not now (a full queue: try again
+                                          when told), or state forbids it */
 #define GRACE_EADDRINUSE (-EADDRINUSE) /* address already in use */
 #define GRACE_ECANCELED (-ECANCELED)   /* context canceled */
 #define GRACE_ETIMEDOUT (-ETIMEDOUT)   /* context deadline exceeded */
@@ -33,7 +34,6 @@ extern "C" {
 #define GRACE_EPIPE (-EPIPE)           /* broken pipe */
 #define GRACE_ENOENT (-ENOENT)         /* no such entry */
 #define GRACE_EPROTO (-EPROTO)         /* the peer broke the protocol */
-#define GRACE_EAGAIN (-EAGAIN)         /* not now: full, try when told */
 
 /* grace's own errors, below every errno value. */
 #define GRACE_ERR_BASE (-10000)

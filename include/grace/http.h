@@ -363,7 +363,7 @@ GRACE_EXTERN int grace_http_run_blocking(grace_http_request *req,
  * DATA frames and END_STREAM), and applies the status rules (no body for
  * HEAD, 204 and 304; a status outside 200..599 is answered 500) the same
  * way on both.  Every write is accepted, or refused for now with
- * GRACE_EAGAIN and followed by the writable callback, or fails with an
+ * GRACE_EBUSY and followed by the writable callback, or fails with an
  * error the caller sees: nothing is dropped, and a client that does not
  * read costs a bounded amount of memory (its writes wait, and the send
  * timeout cuts it).
@@ -409,7 +409,7 @@ GRACE_EXTERN int grace_http_response_start(grace_http_request *req,
  * was not started.  Returns:
  *
  * 0              accepted
- * GRACE_EAGAIN   not now: nothing was taken; the writable callback
+ * GRACE_EBUSY   not now: nothing was taken; the writable callback
  *                (grace_http_response_on_writable) runs when it may go on
  * GRACE_ECLOSED  the client is gone or the request was cancelled
  * GRACE_ESTATE   the answer has ended
@@ -421,7 +421,7 @@ GRACE_EXTERN int grace_http_response_write(grace_http_request *req,
                                            const void *data, size_t len);
 
 /*
- * Sets the callback that runs (once per GRACE_EAGAIN, on the loop thread)
+ * Sets the callback that runs (once per GRACE_EBUSY, on the loop thread)
  * when writing may go on.  NULL removes it.
  */
 GRACE_EXTERN void grace_http_response_on_writable(grace_http_request *req,

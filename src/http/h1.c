@@ -310,7 +310,7 @@ static int h1_write(grace_http_request *req, const void *p, size_t n) {
   if (req->resp_no_body)
     return 0;
   if (grace__conn_queued(c) > GRACE__WRITE_HIGH)
-    return GRACE_EAGAIN;
+    return GRACE_EBUSY;
   if (req->resp_chunked) {
     char size[24];
     int len = snprintf(size, sizeof(size), "%zx\r\n", n);

@@ -468,7 +468,7 @@ static int h2_write(grace_http_request *req, const void *p, size_t n) {
     return GRACE_ECLOSED;
   int rv = grace__h2_send_data(req->stream, p, n, 0);
   flush(h);
-  return rv == GRACE_EBUSY ? GRACE_EAGAIN : rv;
+  return rv;
 }
 
 static void h2_end(grace_http_request *req) {

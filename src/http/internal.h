@@ -84,7 +84,7 @@ typedef struct grace__exch_ops {
   void (*finish)(grace_http_request *req);
   /* A streamed answer: the head goes out (req->status, the fields). */
   int (*start)(grace_http_request *req);
-  /* |n| bytes of body: 0, GRACE_EAGAIN (nothing taken; the protocol calls
+  /* |n| bytes of body: 0, GRACE_EBUSY (nothing taken; the protocol calls
    * grace__req_writable when it may go on), or an error. */
   int (*write)(grace_http_request *req, const void *p, size_t n);
   /* The streamed answer ends (trailers); the protocol frees |req|. */
@@ -140,7 +140,7 @@ struct grace_http_request {
   uint8_t resp_chunked;    /* HTTP/1.1: chunked framing */
   uint8_t resp_no_body;    /* HEAD, 204, 304: writes are not sent */
   uint8_t resp_close;      /* HTTP/1.x: close after it */
-  uint8_t want_writable;   /* a write got GRACE_EAGAIN */
+  uint8_t want_writable;   /* a write got GRACE_EBUSY */
   grace_http_handler on_writable;
   void *on_writable_data;
   grace__wait_write *wait; /* a write from another thread, pending */

@@ -614,7 +614,7 @@ int grace_http_response_write(grace_http_request *req, const void *data,
   if (len == 0)
     return 0;
   int rv = req->ops->write(req, data, len);
-  if (rv == GRACE_EAGAIN)
+  if (rv == GRACE_EBUSY)
     req->want_writable = 1;
   return rv;
 }
@@ -720,7 +720,7 @@ static void wait_complete(grace__wait_write *w, int rv) {
 }
 
 /* Tries the write of |w| on the loop thread; keeps it pending on
- * GRACE_EAGAIN (grace__req_writable retries). */
+ * GRACE_EBUSY (grace__req_writable retries). */
 static void wait_try(grace__wait_write *w) {
   grace_http_request *req = w->req;
   pthread_mutex_lock(&w->lock);
@@ -732,7 +732,7 @@ static void wait_try(grace__wait_write *w) {
     return;
   }
   int rv = grace_http_response_write(req, w->data, w->len);
-  if (rv == GRACE_EAGAIN) {
+  if (rv == GRACE_EBUSY) {
     req->wait = w;
     return;
   }

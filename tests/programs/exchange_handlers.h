@@ -5,7 +5,7 @@
  * versions run the very same handler code.
  *
  *   /stream?n=N&piece=P   N bytes of pattern in P-byte writes, written until
- *                         GRACE_EAGAIN and resumed from the writable
+ *                         GRACE_EBUSY and resumed from the writable
  *                         callback, then two trailers (x-trailer-one: 1,
  *                         x-trailer-bytes: N)
  *   /ww?count=C&size=S    from a grace_http_run_blocking thread: C writes of
@@ -47,7 +47,7 @@ static inline unsigned char exch_pat(uint64_t i) {
 /* What the handlers saw, for the in-process tests. */
 typedef struct exch_stats_t {
   atomic_ullong accepted;    /* /stream: body bytes accepted by write */
-  atomic_ullong eagains;     /* /stream: writes refused with GRACE_EAGAIN */
+  atomic_ullong eagains;     /* /stream: writes refused with GRACE_EBUSY */
   atomic_int ww_done;        /* /ww-until finished */
   atomic_int ww_result;      /* /ww-until: the error that ended it */
   atomic_ullong ww_accepted; /* /ww-until: bytes accepted */
@@ -92,7 +92,7 @@ static void exch_stream_pump(grace_http_request *req, void *data) {
     for (size_t i = 0; i < n; i++)
       s->buf[i] = exch_pat(s->sent + i);
     int rv = grace_http_response_write(req, s->buf, n);
-    if (rv == GRACE_EAGAIN) {
+    if (rv == GRACE_EBUSY) {
       atomic_fetch_add(&exch_stats.eagains, 1);
       s->in_pump = 0;
       return; /* exch_stream_pump runs again once writable */
@@ -217,7 +217,7 @@ static void exch_echo_finish(exch_echo *e) {
 static void exch_echo_writable(grace_http_request *req, void *data) {
   exch_echo *e = data;
   int rv = grace_http_response_write(req, e->held, e->held_len);
-  if (rv == GRACE_EAGAIN)
+  if (rv == GRACE_EBUSY)
     return;
   free(e->held);
   e->held = NULL;
@@ -246,7 +246,7 @@ static int exch_echo_body(grace_http_request *req, const void *p, size_t n,
   int rv = n > 0 ? grace_http_response_write(req, p, n) : 0;
   if (e->cancelled)
     return 1;
-  if (rv == GRACE_EAGAIN) {
+  if (rv == GRACE_EBUSY) {
     e->held = malloc(n);
     memcpy(e->held, p, n);
     e->held_len = n;

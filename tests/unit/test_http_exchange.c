@@ -231,7 +231,7 @@ static void reset_stats(void) {
 /* The send buffer of the server's sockets: fixed (which turns the kernel's
  * autotuning off, up to 4 MiB on loopback), so that what a client that
  * does not read leaves in the kernel is known and small, and a handler
- * meets GRACE_EAGAIN after a known number of bytes. */
+ * meets GRACE_EBUSY after a known number of bytes. */
 #define SERVER_SNDBUF 65536
 
 static int server_sndbuf;
@@ -308,7 +308,7 @@ static void test_streamed_answer_with_trailers(void **state) {
   char v[64], trailers[1024];
   r->fd = fd;
   send_str(fd, "GET /stream?n=4194304&piece=1024 HTTP/1.1\r\nHost: x\r\n\r\n");
-  /* Not reading for a moment makes the handler meet GRACE_EAGAIN. */
+  /* Not reading for a moment makes the handler meet GRACE_EBUSY. */
   settle(&exch_stats.accepted, 200);
   assert_int_equal(read_head(r, &h), 0);
   assert_int_equal(h.status, 200);
