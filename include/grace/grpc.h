@@ -82,7 +82,11 @@ typedef struct grace_grpc_bytes {
 } grace_grpc_bytes;
 
 typedef struct grace_grpc_options {
-  /* The HTTP/2 server underneath (loops, timeouts, listen backlog). */
+  /* The HTTP/2 server underneath (loops, timeouts, listen backlog).  Its
+   * body_timeout and send_timeout apply to every call's stream: a client
+   * that sends nothing for body_timeout before it half-closes (a bidi
+   * stream that idles, too), or whose window stays shut for send_timeout,
+   * has its call reset and cancelled (set 0 to disable either). */
   grace_http_options http;
   /* Largest message received; larger fails the call with
    * RESOURCE_EXHAUSTED.  Default 4 MiB, as grpc-go. */
