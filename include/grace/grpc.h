@@ -94,12 +94,12 @@ typedef struct grace_grpc_options {
   /* Largest message sent; default 4 MiB. */
   size_t max_send_message;
   /* Bytes of messages a call may hold accepted but not yet taken by its
-   * HTTP/2 stream (whose own queue holds up to 256 KiB more), each message
-   * counted with its queue entry (about 24 bytes more); a send past
-   * it is refused with GRACE_EBUSY (see grace_grpc_call_send).  With one
-   * message of up to max_send_message always taken by an empty queue, a
-   * client that never reads costs a stream at most about
-   * max_send_buffer + 256 KiB + 2 * max_send_message.  Default 256 KiB. */
+   * HTTP/2 stream (whose own queue holds up to as much again), each
+   * message counted with its queue entry (about 24 bytes more); a send
+   * past it is refused with GRACE_EBUSY (see grace_grpc_call_send).  With
+   * one message of up to max_send_message always taken by an empty queue,
+   * a client that never reads costs a stream at most about
+   * 2 * max_send_buffer + 2 * max_send_message.  Default 256 KiB. */
   size_t max_send_buffer;
 } grace_grpc_options;
 

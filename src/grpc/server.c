@@ -1139,6 +1139,10 @@ int grace_grpc_server_new(const grace_grpc_options *opts,
                                .on_send_ready = hook_send_ready,
                                .data = srv};
   grace__http_set_stream_hooks(srv->http, &hooks);
+  /* The HTTP/2 stream under a call queues no more than the call itself,
+   * so a client that never reads holds about twice max_send_buffer (plus
+   * its flow-control windows) per call. */
+  grace__http_set_stream_send_buffer(srv->http, srv->opts.max_send_buffer);
   grace_grpc_method check = {
       .path = HEALTH_CHECK,
       .input = &grpc__health__v1__health_check_request__descriptor,

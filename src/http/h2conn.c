@@ -651,6 +651,7 @@ int grace__h2c_start(grace__conn *c, grace_http_server *srv,
    * max_body_bytes in on_data. */
   opts.max_request_body =
       srv->stream_hooks.on_start != NULL ? 0 : srv->opts.max_body_bytes;
+  opts.max_send_buffer = srv->h2_send_buffer;
   /* Stream windows open as the application takes what arrived, so a
    * handler that does not read its body pauses its client. */
   opts.manual_consume = 1;
@@ -673,6 +674,10 @@ int grace__h2c_start(grace__conn *c, grace_http_server *srv,
 void grace__http_set_stream_hooks(grace_http_server *srv,
                                   const grace__stream_hooks *hooks) {
   srv->stream_hooks = *hooks;
+}
+
+void grace__http_set_stream_send_buffer(grace_http_server *srv, size_t n) {
+  srv->h2_send_buffer = n;
 }
 
 void grace__req_set_user(grace_http_request *req, void *user) {

@@ -182,6 +182,7 @@ struct grace_http_server {
   grace_ctx *force_ctx;
   int drained_fd;
   grace__stream_hooks stream_hooks; /* on_start NULL: none */
+  size_t h2_send_buffer;            /* per stream; 0: h2.c's default */
   grace_http_cb drained_cb;
   void *drained_data;
   pthread_mutex_t lock;

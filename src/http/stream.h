@@ -39,6 +39,10 @@ typedef struct grace__stream_hooks {
 void grace__http_set_stream_hooks(grace_http_server *srv,
                                   const grace__stream_hooks *hooks);
 
+/* Bytes the HTTP/2 layer queues per stream before a send answers
+ * GRACE_EBUSY (0: its default, 256 KiB); before grace_http_server_start. */
+void grace__http_set_stream_send_buffer(grace_http_server *srv, size_t n);
+
 /* The user's pointer for a streaming request. */
 void grace__req_set_user(grace_http_request *req, void *user);
 void *grace__req_user(const grace_http_request *req);
