@@ -356,7 +356,11 @@ static int flush(grace__conn *c) {
     c->wlen -= (size_t)n;
   }
   if (c->wlen == 0) {
-    c->woff = 0;
+    /* An idle connection holds no buffer: writes go straight to the
+     * socket again until it is full. */
+    free(c->wp);
+    c->wp = NULL;
+    c->woff = c->wcap = 0;
     grace__list_unlink(&c->timer[1].link);
     set_events(c, c->events & ~UV_WRITABLE);
   } else {
