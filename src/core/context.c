@@ -28,6 +28,7 @@
  * ancestor, and every eventfd in the set, outlives the child's descriptor.
  */
 #include "grace/context.h"
+#include "core/clock_int.h"
 #include "core/context_int.h"
 
 #include <errno.h>
@@ -200,6 +201,17 @@ void grace_ctx_cancel(grace_ctx *ctx) {
   if (ctx_err_at(ctx, now) != 0)
     return;
   settle(ctx, make_state(KIND_CANCELED, now));
+}
+
+void grace__ctx_expire(grace_ctx *ctx) {
+  int64_t now;
+
+  if (ctx == NULL || ctx->parent == NULL)
+    return;
+  now = grace_now();
+  if (ctx_err_at(ctx, now) != 0)
+    return;
+  settle(ctx, make_state(KIND_TIMEDOUT, now));
 }
 
 grace_ctx *grace_ctx_background(void) { return &background; }

@@ -68,6 +68,25 @@ static void set_phase(grace_group *g, grace_group_phase phase) {
   atomic_store(&g->phase, (int)phase);
 }
 
+int64_t grace__group_now(grace_group *g) {
+  return g->clock.now != NULL ? g->clock.now(g->clock.data) : grace_now();
+}
+
+void grace__group_set_clock(grace_group *g, const grace__clock *clock) {
+  g->clock = *clock;
+}
+
+void grace__group_wake(grace_group *g) { wake(g); }
+
+/* The overall deadline, |timeout| from now on the group's clock. */
+static int new_deadline(grace_group *g, grace_duration timeout,
+                        grace_ctx **out) {
+  if (g->clock.with_timeout != NULL)
+    return g->clock.with_timeout(g->clock.data, grace_ctx_background(),
+                                 timeout, out);
+  return grace_ctx_with_timeout(grace_ctx_background(), timeout, out);
+}
+
 /* ---- construction --------------------------------------------------------- */
 
 void grace_group_options_init(grace_group_options *opts) {
@@ -236,7 +255,7 @@ void grace__part_stats(grace_group_part *p, grace_group_stats *out) {
 
 /* Under g->lock: the part stopped draining (or running) with |err|. */
 static void settle_part(grace_group_part *p, int err) {
-  atomic_store(&p->t_end, grace_now());
+  atomic_store(&p->t_end, grace__group_now(p->g));
   p->err = err;
   atomic_store(&p->state,
                err != 0 ? GRACE_GROUP_PART_FAILED : GRACE_GROUP_PART_DRAINED);
@@ -353,7 +372,7 @@ static void poll_done_fds(grace_group *g, run_state *r, nfds_t nfds) {
 }
 
 /*
- * Blocks until cond(g, r, arg) holds (W_COND), grace_now() reaches |until|
+ * Blocks until cond(g, r, arg) holds (W_COND), the group's clock reaches |until|
  * (W_UNTIL; 0 means no limit), or the deadline passes (W_DEADLINE),
  * whichever comes first; cond is checked first, so work that ends at the
  * deadline counts as done.  Sends the periodic systemd extensions
@@ -365,11 +384,13 @@ static int wait_for(grace_group *g, run_state *r, cond_fn cond, void *arg,
   if (dfd < 0)
     return W_ERROR;
   for (;;) {
+    /* The time first: a manual clock's owner (a test) that moved it and
+     * woke us knows that everything it did before is looked at below. */
+    int64_t now = grace__group_now(g);
     if (cond != NULL && cond(g, r, arg))
       return W_COND;
     if (deadline_passed(g))
       return W_DEADLINE;
-    int64_t now = grace_now();
     if (until != 0 && now >= until)
       return W_UNTIL;
     notify_extend(g, now);
@@ -390,12 +411,21 @@ static int wait_for(grace_group *g, run_state *r, cond_fn cond, void *arg,
     int64_t wake_at = until;
     if (g->notify_next != 0 && (wake_at == 0 || g->notify_next < wake_at))
       wake_at = g->notify_next;
-    struct timespec ts, *tsp = NULL;
-    if (wake_at != 0) {
-      int64_t left = wake_at - now;
-      ts.tv_sec = (time_t)(left / GRACE_SECOND);
-      ts.tv_nsec = (long)(left % GRACE_SECOND);
-      tsp = &ts;
+    struct timespec ts = {0, 0}, *tsp = NULL;
+    if (g->clock.manual) {
+      /* Say we sleep only once no descriptor is ready, then sleep until
+       * one is (whoever moves the clock wakes us). */
+      if (ppoll(r->fds, nfds, &ts, NULL) == 0 && g->clock.idle != NULL)
+        g->clock.idle(g->clock.data);
+    } else {
+      if (g->clock.idle != NULL)
+        g->clock.idle(g->clock.data);
+      if (wake_at != 0) {
+        int64_t left = wake_at - now;
+        ts.tv_sec = (time_t)(left / GRACE_SECOND);
+        ts.tv_nsec = (long)(left % GRACE_SECOND);
+        tsp = &ts;
+      }
     }
     int n = ppoll(r->fds, nfds, tsp, NULL);
     if (n < 0) {
@@ -491,7 +521,7 @@ static bool run_hook(grace_group *g, run_state *r, grace_group_hook *h,
   h->state = HOOK_RUNNING;
   pthread_mutex_unlock(&g->lock);
 
-  int64_t t0 = grace_now();
+  int64_t t0 = grace__group_now(g);
   int rv = h->fn(h, g->deadline, h->data);
   if (rv != GRACE_GROUP_PENDING)
     grace_group_hook_done(h, rv < 0 ? rv : 0);
@@ -504,7 +534,7 @@ static bool run_hook(grace_group *g, run_state *r, grace_group_hook *h,
   int st = h->state, err = h->err;
   pthread_mutex_unlock(&g->lock);
 
-  grace_duration took = grace_now() - t0;
+  grace_duration took = grace__group_now(g) - t0;
   if (st == HOOK_GIVEN_UP) {
     r->res->hooks_cut++;
     note_cut(r, "hook \"%s\" given up", h->name);
@@ -601,12 +631,12 @@ static bool parts_settled(grace_group *g, run_state *r, void *arg) {
 static void force_part(grace_group *g, run_state *r, grace_group_part *p,
                        bool at_deadline) {
   char b1[GRACE_DURATION_STRLEN];
-  int64_t t0 = grace_now();
+  int64_t t0 = grace__group_now(g);
   p->what[0] = '\0';
   int cut = p->ops.force(p, p->what, sizeof(p->what), p->data);
   p->what[sizeof(p->what) - 1] = '\0';
   p->forced_cut = cut > 0 ? cut : 0;
-  atomic_store(&p->t_end, grace_now());
+  atomic_store(&p->t_end, grace__group_now(p->g));
   if (!at_deadline)
     return;
   r->res->parts_forced++;
@@ -615,17 +645,17 @@ static void force_part(grace_group *g, run_state *r, grace_group_part *p,
   else
     note_cut(r, "%s", p->name);
   grace__group_log(g, "Part \"%s\" forced in %s%s%s", p->name,
-                   dur(b1, grace_now() - t0), p->what[0] ? ": " : "",
+                   dur(b1, grace__group_now(g) - t0), p->what[0] ? ": " : "",
                    p->what);
 }
 
 /* Phase 3: begins every running part's graceful stop. */
 static void begin_parts(grace_group *g, run_state *r) {
   char b1[GRACE_DURATION_STRLEN];
-  atomic_store(&g->drain_begin, grace_now());
+  atomic_store(&g->drain_begin, grace__group_now(g));
   for (grace_group_part *p = g->parts; p != NULL; p = p->next) {
     grace__part_stats(p, &p->at_begin);
-    int64_t t0 = grace_now();
+    int64_t t0 = grace__group_now(g);
     pthread_mutex_lock(&g->lock);
     /* A part that stopped on its own before the shutdown is not begun. */
     if (atomic_load(&p->state) == GRACE_GROUP_PART_RUNNING) {
@@ -654,7 +684,7 @@ static void begin_parts(grace_group *g, run_state *r) {
       continue;
     }
     grace__group_log(g, "Part \"%s\" draining (began in %s)", p->name,
-                     dur(b1, grace_now() - t0));
+                     dur(b1, grace__group_now(g) - t0));
   }
 }
 
@@ -729,10 +759,10 @@ static int start_parts(grace_group *g, run_state *r) {
         atomic_store(&q->state, GRACE_GROUP_PART_FORCED);
       pthread_mutex_unlock(&g->lock);
       if (running) {
-        int64_t t0 = grace_now();
+        int64_t t0 = grace__group_now(g);
         force_part(g, r, q, false);
         grace__group_log(g, "Part \"%s\" stopped in %s", q->name,
-                         dur(b1, grace_now() - t0));
+                         dur(b1, grace__group_now(g) - t0));
       }
     }
     return rv;
@@ -744,7 +774,7 @@ static int start_parts(grace_group *g, run_state *r) {
 
 static void end_phase(grace_group *g, run_state *r, grace_group_phase phase,
                       int64_t t0) {
-  grace_duration took = grace_now() - t0;
+  grace_duration took = grace__group_now(g) - t0;
   r->res->phase[phase] = took;
   atomic_store(&g->phase_ns[phase], took);
 }
@@ -781,7 +811,7 @@ static void shutdown_phases(grace_group *g, run_state *r) {
   bool in_time = true;
 
   /* Phase 1: readiness goes false, and the manager learns we stop. */
-  int64_t t0 = grace_now();
+  int64_t t0 = grace__group_now(g);
   set_phase(g, GRACE_GROUP_NOT_READY);
   atomic_store(&g->ready, false);
   /* Parts with a readiness of their own (a gRPC health service) follow. */
@@ -792,14 +822,14 @@ static void shutdown_phases(grace_group *g, run_state *r) {
   if (g->notify) {
     grace_sd_notify("STOPPING=1\nSTATUS=Shutting down: not ready");
     g->notify_next = r->t_stop; /* the first extension now */
-    notify_extend(g, grace_now());
+    notify_extend(g, grace__group_now(g));
   }
   end_phase(g, r, GRACE_GROUP_NOT_READY, t0);
   grace__group_log(g, "Shutdown phase 1 (not ready) took %s",
                    dur(b1, res->phase[GRACE_GROUP_NOT_READY]));
 
   /* Phase 2: keep serving while load balancers notice. */
-  t0 = grace_now();
+  t0 = grace__group_now(g);
   set_phase(g, GRACE_GROUP_DELAY);
   if (g->opts.shutdown_delay > 0) {
     if (g->notify)
@@ -820,7 +850,7 @@ static void shutdown_phases(grace_group *g, run_state *r) {
                      dur(b2, res->phase[GRACE_GROUP_DELAY]));
 
   /* Phase 3: hooks, then every part drains in parallel, then hooks. */
-  t0 = grace_now();
+  t0 = grace__group_now(g);
   set_phase(g, GRACE_GROUP_DRAIN);
   if (g->notify)
     grace_sd_notify("STATUS=Shutting down: draining");
@@ -833,7 +863,7 @@ static void shutdown_phases(grace_group *g, run_state *r) {
   } else {
     in_time = false;
   }
-  atomic_store(&g->drain_end, grace_now());
+  atomic_store(&g->drain_end, grace__group_now(g));
   if (in_time)
     in_time = run_hooks(g, r, GRACE_GROUP_POST_DRAIN);
   end_phase(g, r, GRACE_GROUP_DRAIN, t0);
@@ -847,14 +877,14 @@ static void shutdown_phases(grace_group *g, run_state *r) {
 
   /* Phase 4: the deadline has passed; force what is left. */
   if (!in_time) {
-    t0 = grace_now();
+    t0 = grace__group_now(g);
     set_phase(g, GRACE_GROUP_FORCE);
     if (g->notify)
       grace_sd_notify("STATUS=Shutting down: forcing");
     parts_settled(g, r, NULL); /* those that made it just in time */
     force_parts(g, r);
     parts_settled(g, r, NULL);
-    atomic_store(&g->drain_end, grace_now());
+    atomic_store(&g->drain_end, grace__group_now(g));
     finish_hooks(g, r);
     end_phase(g, r, GRACE_GROUP_FORCE, t0);
     grace__group_log(g, "Shutdown phase 4 (force) took %s",
@@ -864,7 +894,7 @@ static void shutdown_phases(grace_group *g, run_state *r) {
 
   int64_t db = atomic_load(&g->drain_begin);
   res->drain = db != 0 ? atomic_load(&g->drain_end) - db : 0;
-  res->total = grace_now() - r->t_stop;
+  res->total = grace__group_now(g) - r->t_stop;
   count_drain(g, r);
 }
 
@@ -900,7 +930,7 @@ int grace_group_run(grace_group *g, grace_ctx *stop,
   rv = start_parts(g, &r);
   if (rv != 0)
     goto out;
-  int64_t t_start = grace_now();
+  int64_t t_start = grace__group_now(g);
   atomic_store(&g->ready, true);
   if (g->notify)
     grace_sd_notify("READY=1\nSTATUS=Serving");
@@ -912,16 +942,15 @@ int grace_group_run(grace_group *g, grace_ctx *stop,
     grace__group_log(g, "Shutdown: cannot wait for the stop context: %s",
                      grace_strerror(cause));
   }
-  r.t_stop = grace_now();
+  r.t_stop = grace__group_now(g);
   result->cause = cause;
   result->phase[GRACE_GROUP_SERVING] = r.t_stop - t_start;
-  rv = grace_ctx_with_timeout(grace_ctx_background(), g->timeout,
-                              &g->deadline);
+  rv = new_deadline(g, g->timeout, &g->deadline);
   if (rv != 0) {
     /* No deadline context: shut down with an expired deadline, forcing
      * everything, rather than not at all. */
     grace__group_log(g, "Shutdown: no deadline: %s", grace_strerror(rv));
-    rv = grace_ctx_with_timeout(grace_ctx_background(), 0, &g->deadline);
+    rv = new_deadline(g, 0, &g->deadline);
     if (rv != 0)
       goto out;
   }

@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/clock_int.h"
 #include "grace/group.h"
 #include "grace/log.h"
 
@@ -85,7 +86,27 @@ struct grace_group {
   grace_ctx *deadline;
   int64_t notify_next; /* next EXTEND_TIMEOUT_USEC, 0 when none */
   bool notify;         /* systemd notifications are wanted */
+  /* Where time comes from: grace_now and real timeouts unless a test
+   * installed a clock of its own (grace__group_set_clock). */
+  grace__clock clock;
 };
+
+/* The group's time now: grace_now, or the installed clock's.  Any
+ * thread. */
+int64_t grace__group_now(grace_group *g);
+
+/*
+ * For tests: makes the group read time from |clock| (copied) instead of
+ * grace_now, and make its deadline with clock->with_timeout.  With a
+ * manual clock (clock->manual) the group sleeps only on descriptors:
+ * after moving the clock, call grace__group_wake.  Only before
+ * grace_group_run.
+ */
+void grace__group_set_clock(grace_group *g, const grace__clock *clock);
+
+/* Wakes the group's thread so that it looks at the time and its parts
+ * again.  Any thread. */
+void grace__group_wake(grace_group *g);
 
 /* Logs a line unless the group is quiet. */
 void grace__group_log(grace_group *g, const char *fmt, ...) GRACE_PRINTF(2, 3);

@@ -110,7 +110,7 @@ int grace_group_metrics(grace_group *g, char **text, size_t *len) {
     grace__part_stats(p, &st[i]);
     has |= st[i].has;
   }
-  int64_t now = grace_now();
+  int64_t now = grace__group_now(g);
 
   family(&b, "grace_ready", "gauge",
          "1 while the group is ready to serve (what /readyz answers), else 0.");

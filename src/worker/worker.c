@@ -16,6 +16,7 @@
  * force and status on their own worker.
  */
 #include "grace/worker.h"
+#include "worker/worker_int.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -49,11 +50,27 @@ struct grace_worker {
   grace_ctx *stop_ctx;  /* stop_begin's context (a reference), or NULL */
   grace_ctx *clean_ctx; /* the cleanup's context while it runs, or NULL */
   int done_fd;          /* eventfd, written once when done */
+  grace__clock clock;   /* the schedule's clock; grace_now by default */
 };
 
 /* Saturating a + b for non-negative b, so a huge delay cannot overflow. */
 static int64_t add_sat(int64_t a, int64_t b) {
   return a > INT64_MAX - b ? INT64_MAX : a + b;
+}
+
+/* The schedule's time now. */
+static int64_t now_of(grace_worker *w) {
+  return w->clock.now != NULL ? w->clock.now(w->clock.data) : grace_now();
+}
+
+void grace__worker_set_clock(grace_worker *w, const grace__clock *clock) {
+  w->clock = *clock;
+}
+
+void grace__worker_wake(grace_worker *w) {
+  pthread_mutex_lock(&w->mu);
+  pthread_cond_broadcast(&w->cond);
+  pthread_mutex_unlock(&w->mu);
 }
 
 /*
@@ -85,7 +102,7 @@ static void run_ticks(grace_worker *w) {
   int64_t due;
 
   pthread_mutex_lock(&w->mu);
-  due = grace_now();
+  due = now_of(w);
   if (!w->opts.tick_at_start)
     due = add_sat(due, w->opts.interval);
   for (;;) {
@@ -93,8 +110,14 @@ static void run_ticks(grace_worker *w) {
     int64_t now;
 
     /* Sleep until the tick is due; a stop broadcasts the condvar. */
-    while (w->st == S_RUNNING && grace_now() < due)
-      wait_until(w, due);
+    while (w->st == S_RUNNING && now_of(w) < due) {
+      if (w->clock.idle != NULL)
+        w->clock.idle(w->clock.data);
+      if (w->clock.manual)
+        pthread_cond_wait(&w->cond, &w->mu); /* grace__worker_wake */
+      else
+        wait_until(w, due);
+    }
     if (w->st != S_RUNNING)
       break;
     pthread_mutex_unlock(&w->mu);
@@ -115,7 +138,7 @@ static void run_ticks(grace_worker *w) {
      * meantime are dropped, as time.Ticker drops them.
      */
     due = add_sat(due, next);
-    now = grace_now();
+    now = now_of(w);
     if (due < now)
       due = now;
   }
@@ -135,7 +158,10 @@ static grace_ctx *make_cleanup_ctx(grace_worker *w, grace_ctx *parent) {
 
   if (parent == NULL)
     parent = grace_ctx_background();
-  if (w->opts.cleanup_timeout > 0)
+  if (w->opts.cleanup_timeout > 0 && w->clock.with_timeout != NULL)
+    rv = w->clock.with_timeout(w->clock.data, parent, w->opts.cleanup_timeout,
+                               &ctx);
+  else if (w->opts.cleanup_timeout > 0)
     rv = grace_ctx_with_timeout(parent, w->opts.cleanup_timeout, &ctx);
   else
     rv = grace_ctx_with_cancel(parent, &ctx);
