@@ -3,9 +3,13 @@
  * the stop shape (stop_begin, cleanup deadline, force, wait, done fd,
  * on_done) and the API's contracts.
  *
- * Timing assertions are bounds, not exact values: they hold on a loaded
- * two-core machine and under the sanitizers, and would still fail for a
- * worker that sleep-polls, piles ticks up or ignores a stop.
+ * The schedule is tested on a manual clock (fake_clock.h): the test moves
+ * time and checks that each tick comes exactly when it is due, not a
+ * nanosecond early, and that a stop wakes the worker although time does not
+ * move at all.  Work that must still be running when the test looks (a
+ * stubborn tick, a cleanup) blocks on a latch the test opens, not on a
+ * sleep.  The few checks on the real clock are bounds a worker that polls
+ * or ignores a stop would break by seconds, and scheduler noise would not.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +27,9 @@
 #include <unistd.h>
 
 #include "grace/worker.h"
+#include "worker/worker_int.h"
+
+#include "fake_clock.h"
 
 #define MS GRACE_MILLISECOND
 #define MAX_TICKS 64
@@ -59,6 +66,13 @@ typedef struct probe {
   grace_duration cleanup_wait; /* wait on ctx up to this long; <0 forever */
   int ticks_at_cleanup;
 
+  /* The latch: while |hold| is set, tick |hold_tick| and the cleanup
+   * (if |hold_cleanup|) block, ignoring their context, until |release|. */
+  bool hold, hold_cleanup, release;
+  int hold_tick;
+  /* The manual clock, or NULL for the real one. */
+  fake_clock *fc;
+
   /* on_done observations. */
   int dones;
   int done_status;
@@ -72,6 +86,32 @@ static void probe_init(probe *p) {
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cond, NULL);
   p->cleanup_wait = 0;
+}
+
+/* The probe's time: the manual clock's, or grace_now. */
+static int64_t p_now(probe *p) { return p->fc != NULL ? fc_now(p->fc) : grace_now(); }
+
+/* Blocks on the latch (see probe.hold) until the test opens it. */
+static void hold(probe *p) {
+  pthread_mutex_lock(&p->mu);
+  while (!p->release)
+    pthread_cond_wait(&p->cond, &p->mu);
+  pthread_mutex_unlock(&p->mu);
+}
+
+static void release(probe *p) {
+  pthread_mutex_lock(&p->mu);
+  p->release = true;
+  pthread_cond_broadcast(&p->cond);
+  pthread_mutex_unlock(&p->mu);
+}
+
+/* The number of ticks finished so far. */
+static int ticks(probe *p) {
+  pthread_mutex_lock(&p->mu);
+  int n = p->ticks;
+  pthread_mutex_unlock(&p->mu);
+  return n;
 }
 
 static void probe_destroy(probe *p) {
@@ -110,7 +150,7 @@ static int fd_readable(int fd) {
 static grace_duration task(grace_worker *w, grace_ctx *ctx, void *data) {
   probe *p = data;
   grace_duration ret = GRACE_WORKER_DEFAULT;
-  int64_t start = grace_now();
+  int64_t start = p_now(p);
   int i;
 
   pthread_mutex_lock(&p->mu);
@@ -128,10 +168,16 @@ static grace_duration task(grace_worker *w, grace_ctx *ctx, void *data) {
     p->sigterm_blocked = sigismember(&set, SIGTERM) == 1;
     p->wait_rv = grace_worker_wait(w, 0);
   }
-  if (i < MAX_TICKS && p->busy[i] > 0)
-    sleep_ns(p->busy[i]);
+  if (i < MAX_TICKS && p->busy[i] > 0) {
+    if (p->fc != NULL)
+      fc_move(p->fc, p->busy[i]); /* work that takes that long */
+    else
+      sleep_ns(p->busy[i]);
+  }
+  if (p->hold && i == p->hold_tick)
+    hold(p);
   if (p->wait_ctx)
-    grace_ctx_wait(ctx, 5 * GRACE_SECOND);
+    grace_ctx_wait(ctx, 60 * GRACE_SECOND);
   if (p->stop_from_task && i == 0)
     p->stop_rv = grace_worker_stop_begin(w, NULL);
   if (p->set_delay && i < MAX_TICKS)
@@ -140,7 +186,7 @@ static grace_duration task(grace_worker *w, grace_ctx *ctx, void *data) {
   pthread_mutex_lock(&p->mu);
   if (i < MAX_TICKS) {
     p->tick_start[i] = start;
-    p->tick_end[i] = grace_now();
+    p->tick_end[i] = p_now(p);
     p->tick_ctx_err[i] = grace_ctx_err(ctx);
   }
   p->ticks++;
@@ -159,12 +205,14 @@ static int cleanup(grace_worker *w, grace_ctx *ctx, void *data) {
   pthread_mutex_lock(&p->mu);
   p->cleanups++;
   p->in_cleanup = true;
-  p->cleanup_start = grace_now();
+  p->cleanup_start = p_now(p);
   p->ticks_at_cleanup = p->ticks;
   p->cleanup_ctx_err_at_start = grace_ctx_err(ctx);
   pthread_cond_broadcast(&p->cond);
   pthread_mutex_unlock(&p->mu);
 
+  if (p->hold_cleanup)
+    hold(p);
   if (p->cleanup_wait != 0) {
     rv = grace_ctx_wait(ctx, p->cleanup_wait);
     if (rv > 0)
@@ -172,7 +220,7 @@ static int cleanup(grace_worker *w, grace_ctx *ctx, void *data) {
   }
 
   pthread_mutex_lock(&p->mu);
-  p->cleanup_end = grace_now();
+  p->cleanup_end = p_now(p);
   p->cleanup_rv = rv;
   pthread_mutex_unlock(&p->mu);
   return rv;
@@ -206,71 +254,100 @@ static grace_worker *make(probe *p, grace_duration interval) {
   return w;
 }
 
+static void fc_wake_worker(void *target) { grace__worker_wake(target); }
+
+static bool fc_worker_done(void *arg) {
+  int st;
+  return grace_worker_status(arg, &st) == 0;
+}
+
+/* A worker of |p| on manual clock |fc|, started, and settled: it has read
+ * the start time (FC_START) and sleeps until its first tick. */
+static grace_worker *start_on(probe *p, fake_clock *fc,
+                              grace_duration interval) {
+  fc_init(fc);
+  p->fc = fc;
+  grace_worker *w = make(p, interval);
+  grace__clock c = fc_clock(fc);
+  grace__worker_set_clock(w, &c);
+  fc->wake = fc_wake_worker;
+  fc->target = w;
+  fc->finished = fc_worker_done;
+  fc->finished_arg = w;
+  assert_int_equal(grace_worker_start(w), 0);
+  fc_poke(fc);
+  return w;
+}
+
+/* Moves |fc| to just before |at| (from FC_START): no new tick; then to
+ * |at|: tick |n| runs, exactly then. */
+static void expect_tick_at(probe *p, fake_clock *fc, int n, int64_t at) {
+  fc_advance(fc, FC_START + at - 1 - fc_now(fc));
+  assert_int_equal(ticks(p), n);
+  fc_advance(fc, 1);
+  assert_int_equal(ticks(p), n + 1);
+  assert_int_equal(p->tick_start[n] - FC_START, at);
+}
+
 static void test_interval_ticks_within_bounds(void **state) {
+  fake_clock fc;
   probe p;
   grace_worker *w;
-  int64_t t0, elapsed;
   int status = 1;
 
   (void)state;
   probe_init(&p);
   p.stop_after = 10;
-  w = make(&p, 20 * MS);
-  t0 = grace_now();
-  assert_int_equal(grace_worker_start(w), 0);
-  assert_int_equal(grace_worker_wait(w, 5 * GRACE_SECOND), 0);
-  elapsed = p.tick_start[9] - t0;
-  assert_int_equal(p.ticks, 10);
-  assert_true(elapsed >= 180 * MS);
-  assert_true(elapsed <= 400 * MS);
-  /*
-   * No tick came early: tick i is due i + 1 intervals after the start.
-   * (Not "each gap >= an interval": ticks are counted from when they were
-   * due, so a tick that wakes late is followed by a shorter gap, as with
-   * Go's Ticker; on a loaded machine that made a gap check flaky.)
-   */
+  w = start_on(&p, &fc, 20 * MS);
+  /* Tick i comes i + 1 intervals after the start, not a nanosecond
+   * earlier, and not later either. */
   for (int i = 0; i < 10; i++)
-    assert_true(p.tick_start[i] - t0 >= (i + 1) * 20 * MS);
+    expect_tick_at(&p, &fc, i, (i + 1) * 20 * MS);
+  assert_int_equal(grace_worker_wait(w, 5 * GRACE_SECOND), 0);
+  assert_int_equal(p.ticks, 10);
   /* NOMORE stops the worker: the cleanup ran once, then on_done. */
   assert_int_equal(p.cleanups, 1);
   assert_int_equal(p.dones, 1);
   assert_int_equal(grace_worker_status(w, &status), 0);
   assert_int_equal(status, 0);
   grace_worker_free(w);
+  fc_destroy(&fc);
   probe_destroy(&p);
 }
 
 static void test_first_tick_one_interval_after_start(void **state) {
   grace_worker_options opts;
+  fake_clock fc;
   grace_worker *w;
   probe p;
-  int64_t t0;
 
   (void)state;
   probe_init(&p);
   p.stop_after = 1;
-  w = make(&p, 100 * MS);
-  t0 = grace_now();
-  assert_int_equal(grace_worker_start(w), 0);
+  w = start_on(&p, &fc, 100 * MS);
+  expect_tick_at(&p, &fc, 0, 100 * MS);
   assert_int_equal(grace_worker_wait(w, 5 * GRACE_SECOND), 0);
-  assert_true(p.tick_start[0] - t0 >= 95 * MS);
   grace_worker_free(w);
+  fc_destroy(&fc);
 
-  /* tick_at_start: the first tick at once. */
+  /* tick_at_start: the first tick at once, before time moves at all. */
   memset(&p.tick_start, 0, sizeof(p.tick_start));
   p.ticks = 0;
+  fc_init(&fc);
   grace_worker_options_init(&opts);
   opts.interval = 10 * GRACE_SECOND;
   opts.task = task;
   opts.data = &p;
   opts.tick_at_start = true;
   assert_int_equal(grace_worker_new(&opts, &w), 0);
-  t0 = grace_now();
+  grace__clock c = fc_clock(&fc);
+  grace__worker_set_clock(w, &c);
   assert_int_equal(grace_worker_start(w), 0);
   assert_int_equal(grace_worker_wait(w, 5 * GRACE_SECOND), 0);
   assert_int_equal(p.ticks, 1);
-  assert_true(p.tick_start[0] - t0 < 50 * MS);
+  assert_int_equal(p.tick_start[0], FC_START);
   grace_worker_free(w);
+  fc_destroy(&fc);
   probe_destroy(&p);
 }
 
@@ -278,11 +355,10 @@ static void test_first_tick_one_interval_after_start(void **state) {
  * A tick that overruns by five intervals is followed by exactly one tick
  * at once; the one after that comes a full interval later (Go's Ticker
  * drops the missed ticks; a naive "next += interval" loop would fire five
- * ticks back to back).  The bounds are counted from the end of the long
- * tick, which is when the schedule restarts, so a late wake-up of tick 2
- * cannot make them fail.
+ * ticks back to back).  The long tick moves the manual clock itself.
  */
 static void test_overrun_does_not_pile_up(void **state) {
+  fake_clock fc;
   probe p;
   grace_worker *w;
 
@@ -290,29 +366,29 @@ static void test_overrun_does_not_pile_up(void **state) {
   probe_init(&p);
   p.busy[0] = 260 * MS;
   p.stop_after = 4;
-  w = make(&p, 50 * MS);
-  assert_int_equal(grace_worker_start(w), 0);
+  w = start_on(&p, &fc, 50 * MS);
+  /* Tick 1 is due at 50 ms and ends at 310 ms; tick 2 follows at once,
+   * without the clock moving, and then the worker sleeps. */
+  fc_advance(&fc, 50 * MS);
+  assert_int_equal(ticks(&p), 2);
+  assert_int_equal(p.tick_start[0] - FC_START, 50 * MS);
+  assert_int_equal(p.tick_end[0] - FC_START, 310 * MS);
+  assert_int_equal(p.tick_start[1], p.tick_end[0]);
+  /* Ticks 3 and 4 one and two intervals later, not at once. */
+  expect_tick_at(&p, &fc, 2, 360 * MS);
+  expect_tick_at(&p, &fc, 3, 410 * MS);
   assert_int_equal(grace_worker_wait(w, 5 * GRACE_SECOND), 0);
   assert_int_equal(p.ticks, 4);
-  /* Tick 2 starts right after tick 1 ends (well before an interval)... */
-  assert_true(p.tick_start[1] - p.tick_end[0] < 40 * MS);
-  /* ...and ticks 3 and 4 one and two intervals later, not at once. */
-  assert_true(p.tick_start[2] - p.tick_end[0] >= 50 * MS);
-  assert_true(p.tick_start[3] - p.tick_end[0] >= 100 * MS);
-  assert_true(p.tick_start[3] - p.tick_end[0] < 1000 * MS);
   grace_worker_free(w);
+  fc_destroy(&fc);
   probe_destroy(&p);
 }
 
-/*
- * Lower bounds are counted from a moment the schedule is known to start
- * from (the start, or the end of the tick that returned 0), so they hold
- * however late a tick wakes; the upper bounds are loose.
- */
+/* Each delay a task returns is counted from the moment its tick was due. */
 static void test_task_returns_next_delay(void **state) {
+  fake_clock fc;
   probe p;
   grace_worker *w;
-  int64_t t0;
 
   (void)state;
   probe_init(&p);
@@ -322,25 +398,28 @@ static void test_task_returns_next_delay(void **state) {
   p.delay[2] = GRACE_WORKER_DEFAULT; /* the interval: 100 ms */
   p.delay[3] = -12345;               /* other negatives: the interval */
   p.stop_after = 5;
-  w = make(&p, 100 * MS);
-  t0 = grace_now();
-  assert_int_equal(grace_worker_start(w), 0);
+  w = start_on(&p, &fc, 100 * MS);
+  /* The first tick one interval after the start, the second 250 ms
+   * later, the third at once (the clock does not move). */
+  expect_tick_at(&p, &fc, 0, 100 * MS);
+  fc_advance(&fc, 250 * MS - 1);
+  assert_int_equal(ticks(&p), 1);
+  fc_advance(&fc, 1);
+  assert_int_equal(ticks(&p), 3);
+  assert_int_equal(p.tick_start[1] - FC_START, 350 * MS);
+  assert_int_equal(p.tick_start[2] - FC_START, 350 * MS);
+  /* DEFAULT, then -12345: one interval each after that. */
+  expect_tick_at(&p, &fc, 3, 450 * MS);
+  expect_tick_at(&p, &fc, 4, 550 * MS);
   assert_int_equal(grace_worker_wait(w, 5 * GRACE_SECOND), 0);
   assert_int_equal(p.ticks, 5);
-  /* The first tick one interval after the start, the second 250 ms later. */
-  assert_true(p.tick_start[1] - t0 >= 350 * MS);
-  assert_true(p.tick_start[1] - p.tick_start[0] < 600 * MS);
-  /* 0: the third right after the second ends (well before an interval). */
-  assert_true(p.tick_start[2] - p.tick_end[1] < 50 * MS);
-  /* DEFAULT, then -12345: one interval each after that. */
-  assert_true(p.tick_start[3] - p.tick_end[1] >= 100 * MS);
-  assert_true(p.tick_start[4] - p.tick_end[1] >= 200 * MS);
-  assert_true(p.tick_start[4] - p.tick_end[1] < 800 * MS);
   grace_worker_free(w);
+  fc_destroy(&fc);
   probe_destroy(&p);
 }
 
 static void test_nomore_stops_and_later_stop_is_noop(void **state) {
+  fake_clock fc;
   probe p;
   grace_worker *w;
   int status = 1;
@@ -348,13 +427,15 @@ static void test_nomore_stops_and_later_stop_is_noop(void **state) {
   (void)state;
   probe_init(&p);
   p.stop_after = 3;
-  w = make(&p, 5 * MS);
-  assert_int_equal(grace_worker_start(w), 0);
+  w = start_on(&p, &fc, 5 * MS);
+  for (int i = 0; i < 3; i++)
+    expect_tick_at(&p, &fc, i, (i + 1) * 5 * MS);
   assert_int_equal(grace_worker_wait(w, 5 * GRACE_SECOND), 0);
-  /* Once done, stop and force change nothing and report done. */
+  /* Once done, stop and force change nothing and report done; however
+   * far time moves, no tick comes. */
   assert_int_equal(grace_worker_stop_begin(w, NULL), 0);
   assert_int_equal(grace_worker_force(w), 0);
-  sleep_ns(30 * MS);
+  fc_advance(&fc, GRACE_SECOND);
   assert_int_equal(p.ticks, 3);
   assert_int_equal(p.cleanups, 1);
   assert_int_equal(p.ticks_at_cleanup, 3);
@@ -363,36 +444,48 @@ static void test_nomore_stops_and_later_stop_is_noop(void **state) {
   assert_int_equal(status, 0);
   assert_int_equal(fd_readable(grace_worker_done_fd(w)), 1);
   grace_worker_free(w);
+  fc_destroy(&fc);
   probe_destroy(&p);
 }
 
 static void test_stop_while_idle_wakes_at_once(void **state) {
+  fake_clock fc;
   probe p;
   grace_worker *w;
-  int64_t t0, elapsed;
 
   (void)state;
+  /* On a manual clock that never moves: only the stop can wake it. */
   probe_init(&p);
-  w = make(&p, 10 * GRACE_SECOND);
-  assert_int_equal(grace_worker_start(w), 0);
-  sleep_ns(20 * MS);
-  t0 = grace_now();
+  w = start_on(&p, &fc, 10 * GRACE_SECOND);
   assert_int_equal(grace_worker_stop_begin(w, NULL), 0);
   assert_int_equal(grace_worker_wait(w, 5 * GRACE_SECOND), 0);
-  elapsed = grace_now() - t0;
-  assert_true(elapsed < 50 * MS);
+  assert_int_equal(fc_now(&fc), FC_START);
   assert_int_equal(p.ticks, 0);
   assert_int_equal(p.cleanups, 1);
   assert_int_equal(p.dones, 1);
   grace_worker_free(w);
+  fc_destroy(&fc);
+  probe_destroy(&p);
+
+  /* The real clock's timed wait is woken too: a worker that slept out
+   * its 60 s interval would miss the 5 s by 55 s. */
+  probe_init(&p);
+  w = make(&p, 60 * GRACE_SECOND);
+  assert_int_equal(grace_worker_start(w), 0);
+  assert_int_equal(grace_worker_stop_begin(w, NULL), 0);
+  assert_int_equal(grace_worker_wait(w, 5 * GRACE_SECOND), 0);
+  assert_int_equal(p.ticks, 0);
+  assert_int_equal(p.cleanups, 1);
+  grace_worker_free(w);
   probe_destroy(&p);
 }
 
-/* A tick in progress ends early through its context, then the cleanup. */
+/* A tick in progress ends early through its context, then the cleanup.
+ * The tick would otherwise wait 60 s for its context, far beyond the 5 s
+ * the test waits. */
 static void test_stop_during_tick_cancels_it_then_cleans(void **state) {
   probe p;
   grace_worker *w;
-  int64_t t0;
 
   (void)state;
   probe_init(&p);
@@ -400,10 +493,8 @@ static void test_stop_during_tick_cancels_it_then_cleans(void **state) {
   w = make(&p, 10 * MS);
   assert_int_equal(grace_worker_start(w), 0);
   await(&p, &p.started);
-  t0 = grace_now();
   assert_int_equal(grace_worker_stop_begin(w, NULL), 0);
   assert_int_equal(grace_worker_wait(w, 5 * GRACE_SECOND), 0);
-  assert_true(grace_now() - t0 < 100 * MS);
   assert_int_equal(p.ticks, 1);
   assert_int_equal(p.tick_ctx_err[0], GRACE_ECANCELED);
   assert_int_equal(p.cleanups, 1);
@@ -419,7 +510,7 @@ static void test_stop_waits_for_stubborn_tick(void **state) {
 
   (void)state;
   probe_init(&p);
-  p.busy[0] = 300 * MS;
+  p.hold = true; /* tick 0 runs until the test releases it */
   w = make(&p, 10 * MS);
   assert_int_equal(grace_worker_start(w), 0);
   await(&p, &p.started);
@@ -427,6 +518,7 @@ static void test_stop_waits_for_stubborn_tick(void **state) {
   /* Not done while the tick runs. */
   assert_int_equal(grace_worker_wait(w, 50 * MS), GRACE_ETIMEDOUT);
   assert_int_equal(p.cleanups, 0);
+  release(&p);
   assert_int_equal(grace_worker_wait(w, 5 * GRACE_SECOND), 0);
   assert_int_equal(p.ticks, 1);
   assert_int_equal(p.cleanups, 1);
@@ -436,11 +528,28 @@ static void test_stop_waits_for_stubborn_tick(void **state) {
   probe_destroy(&p);
 }
 
+/* A worker of |opts| on manual clock |fc|, started. */
+static grace_worker *start_opts_on(grace_worker_options *opts, probe *p,
+                                   fake_clock *fc) {
+  grace_worker *w;
+  fc_init(fc);
+  p->fc = fc;
+  assert_int_equal(grace_worker_new(opts, &w), 0);
+  grace__clock c = fc_clock(fc);
+  grace__worker_set_clock(w, &c);
+  fc->wake = fc_wake_worker;
+  fc->target = w;
+  fc->finished = fc_worker_done;
+  fc->finished_arg = w;
+  assert_int_equal(grace_worker_start(w), 0);
+  return w;
+}
+
 static void test_cleanup_timeout_expires(void **state) {
   grace_worker_options opts;
+  fake_clock fc;
   grace_worker *w;
   probe p;
-  int64_t took;
   int status = 0;
 
   (void)state;
@@ -453,27 +562,33 @@ static void test_cleanup_timeout_expires(void **state) {
   opts.cleanup_timeout = 60 * MS;
   opts.on_done = on_done;
   opts.data = &p;
-  assert_int_equal(grace_worker_new(&opts, &w), 0);
-  assert_int_equal(grace_worker_start(w), 0);
+  w = start_opts_on(&opts, &p, &fc);
   assert_int_equal(grace_worker_stop_begin(w, NULL), 0);
+  await(&p, &p.in_cleanup);
+  /* Not a nanosecond before its timeout (the cleanup waits on its
+   * context: only the clock's timer can end it)... */
+  fc_run(&fc, 60 * MS - 1);
+  assert_int_equal(grace_worker_wait(w, 0), GRACE_ETIMEDOUT);
+  /* ...and at it. */
+  fc_run(&fc, 1);
   assert_int_equal(grace_worker_wait(w, 5 * GRACE_SECOND), 0);
-  took = p.cleanup_end - p.cleanup_start;
-  assert_true(took >= 50 * MS && took < 500 * MS);
+  assert_int_equal(p.cleanup_end - p.cleanup_start, 60 * MS);
   assert_int_equal(p.cleanup_rv, GRACE_ETIMEDOUT);
   assert_int_equal(p.done_status, GRACE_ETIMEDOUT);
   assert_int_equal(grace_worker_status(w, &status), 0);
   assert_int_equal(status, GRACE_ETIMEDOUT);
   grace_worker_free(w);
+  fc_destroy(&fc);
   probe_destroy(&p);
 }
 
 /* The stop context's deadline, if earlier, wins over cleanup_timeout. */
 static void test_stop_ctx_deadline_bounds_cleanup(void **state) {
   grace_worker_options opts;
+  fake_clock fc;
   grace_worker *w;
   grace_ctx *ctx;
   probe p;
-  int64_t took;
 
   (void)state;
   probe_init(&p);
@@ -484,18 +599,22 @@ static void test_stop_ctx_deadline_bounds_cleanup(void **state) {
   opts.cleanup = cleanup;
   opts.cleanup_timeout = 5 * GRACE_SECOND;
   opts.data = &p;
-  assert_int_equal(grace_worker_new(&opts, &w), 0);
-  assert_int_equal(grace_worker_start(w), 0);
+  w = start_opts_on(&opts, &p, &fc);
+  /* A stop context with a 60 ms deadline on the same clock. */
   assert_int_equal(
-      grace_ctx_with_timeout(grace_ctx_background(), 60 * MS, &ctx), 0);
+      fc_with_timeout(&fc, grace_ctx_background(), 60 * MS, &ctx), 0);
   assert_int_equal(grace_worker_stop_begin(w, ctx), 0);
   /* The worker holds its own reference: releasing ours is fine. */
   grace_ctx_unref(ctx);
+  await(&p, &p.in_cleanup);
+  fc_run(&fc, 60 * MS - 1);
+  assert_int_equal(grace_worker_wait(w, 0), GRACE_ETIMEDOUT);
+  fc_run(&fc, 1);
   assert_int_equal(grace_worker_wait(w, 5 * GRACE_SECOND), 0);
-  took = p.cleanup_end - p.cleanup_start;
-  assert_true(took < 500 * MS);
+  assert_int_equal(p.cleanup_end - p.cleanup_start, 60 * MS);
   assert_int_equal(p.cleanup_rv, GRACE_ETIMEDOUT);
   grace_worker_free(w);
+  fc_destroy(&fc);
 
   /* Cancelling the stop context cancels the cleanup's. */
   probe_destroy(&p);
@@ -514,10 +633,10 @@ static void test_stop_ctx_deadline_bounds_cleanup(void **state) {
   probe_destroy(&p);
 }
 
+/* The cleanup waits for its context forever: only force can end it. */
 static void test_force_cuts_cleanup(void **state) {
   probe p;
   grace_worker *w;
-  int64_t t0;
   int status = 0;
 
   (void)state;
@@ -528,11 +647,9 @@ static void test_force_cuts_cleanup(void **state) {
   assert_int_equal(grace_worker_stop_begin(w, NULL), 0);
   await(&p, &p.in_cleanup);
   assert_int_equal(grace_worker_wait(w, 30 * MS), GRACE_ETIMEDOUT);
-  t0 = grace_now();
   /* The cleanup is still running when force returns. */
   assert_int_equal(grace_worker_force(w), GRACE_EBUSY);
   assert_int_equal(grace_worker_wait(w, 5 * GRACE_SECOND), 0);
-  assert_true(grace_now() - t0 < 100 * MS);
   assert_int_equal(grace_worker_status(w, &status), 0);
   assert_int_equal(status, GRACE_ECANCELED);
   assert_int_equal(p.done_status, GRACE_ECANCELED);
@@ -547,12 +664,13 @@ static void test_force_before_cleanup_starts(void **state) {
 
   (void)state;
   probe_init(&p);
-  p.busy[0] = 100 * MS;
+  p.hold = true; /* tick 0 runs until the test releases it */
   w = make(&p, 5 * MS);
   assert_int_equal(grace_worker_start(w), 0);
   await(&p, &p.started);
   /* force alone begins the stop too. */
   assert_int_equal(grace_worker_force(w), GRACE_EBUSY);
+  release(&p);
   assert_int_equal(grace_worker_wait(w, 5 * GRACE_SECOND), 0);
   assert_int_equal(p.ticks, 1);
   assert_int_equal(p.tick_ctx_err[0], GRACE_ECANCELED);
@@ -674,12 +792,13 @@ static void test_free_in_every_state(void **state) {
   assert_int_equal(p.dones, 0);
   grace_worker_free(NULL);
 
-  /* Running and idle: free stops it, runs the cleanup, joins. */
-  w = make(&p, 10 * GRACE_SECOND);
+  /* Running and idle: free stops it, runs the cleanup, joins; a worker
+   * that slept out its 60 s interval would miss the 5 s by 55 s. */
+  w = make(&p, 60 * GRACE_SECOND);
   assert_int_equal(grace_worker_start(w), 0);
   t0 = grace_now();
   grace_worker_free(w);
-  assert_true(grace_now() - t0 < 100 * MS);
+  assert_true(grace_now() - t0 < 5 * GRACE_SECOND);
   assert_int_equal(p.cleanups, 1);
   assert_int_equal(p.dones, 1);
   /* Forced: the cleanup started with a done context. */
@@ -802,6 +921,7 @@ static void test_many_waiters_wake(void **state) {
   assert_int_equal(grace_worker_start(w), 0);
   for (int i = 0; i < 4; i++)
     assert_int_equal(pthread_create(&t[i], NULL, waiter, w), 0);
+  /* Most likely asleep in the wait by now; the test holds either way. */
   sleep_ns(20 * MS);
   assert_int_equal(grace_worker_stop_begin(w, NULL), 0);
   for (int i = 0; i < 4; i++) {
