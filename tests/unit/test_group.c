@@ -1321,13 +1321,20 @@ static grace_http_server *http_server(grace_group *g, int *port) {
   return srv;
 }
 
-/* Waits (bounded) until /metrics shows the HTTP request in flight. */
-static void wait_http_inflight(grace_group *g) {
+/* Waits (bounded) until /metrics shows |total| HTTP requests received,
+ * all but the last one answered: the last one is in flight.  (A request
+ * counts as in flight until its answer is written out, a little after the
+ * client may have read it.) */
+static void wait_http_inflight(grace_group *g, int total) {
+  char want[80];
+  snprintf(want, sizeof(want), "grace_http_requests_total{part=\"http\"} %d\n",
+           total);
   for (int64_t until = grace_now() + 5 * GRACE_SECOND;;) {
     char *text;
     assert_int_equal(grace_group_metrics(g, &text, NULL), 0);
     bool inflight = strstr(text, "grace_http_requests_inflight{part=\"http\"} "
-                                 "1\n") != NULL;
+                                 "1\n") != NULL &&
+                    strstr(text, want) != NULL;
     free(text);
     if (inflight)
       return;
@@ -1356,7 +1363,7 @@ static void test_http_part_drains_a_real_server(void **state) {
   assert_non_null(strstr(buf, "\r\n\r\nok"));
   int busy = tcp_connect(port);
   send_text(busy, "GET /sleep?duration=300ms HTTP/1.1\r\nHost: x\r\n\r\n");
-  wait_http_inflight(g);
+  wait_http_inflight(g, 2);
 
   grace_ctx_cancel(r.stop);
   expect_eof(idle); /* closed at once by the drain */
@@ -1402,7 +1409,7 @@ static void test_http_part_forced_at_deadline(void **state) {
   wait_ready(g);
   int busy = tcp_connect(port);
   send_text(busy, "GET /sleep?duration=30s HTTP/1.1\r\nHost: x\r\n\r\n");
-  wait_http_inflight(g);
+  wait_http_inflight(g, 1);
   grace_ctx_cancel(r.stop);
   fc_poke(&fc);
   /* Draining, the request still in flight, until the deadline. */
