@@ -374,6 +374,16 @@ static void runner_join(runner *r) {
   grace_ctx_unref(r->stop);
 }
 
+/* After the clock moved to the moment run must end: it has ended (the
+ * clock's settling waited for that, or for the group to sleep again). */
+static void runner_ended(runner *r) {
+  if (!atomic_load(&r->done)) {
+    dump_events();
+    fail_msg("grace_group_run has not returned");
+  }
+  runner_join(r);
+}
+
 /* Real time, for the waits below: bounded waits for events, never
  * durations a test depends on. */
 static void sleep_for(grace_duration d) {
@@ -418,7 +428,7 @@ static void test_phases_run_in_order(void **state) {
                    GRACE_GROUP_PART_DRAINING);
   assert_int_equal(event_index("hook:post"), -1);
   fc_advance(&fc, 100 * MS);
-  runner_join(&r);
+  runner_ended(&r);
   const char *log = capture_end();
   grace_group_result res = r.res;
 
@@ -558,7 +568,7 @@ static void test_deadline_forces_what_is_left(void **state) {
   assert_int_equal(grace_group_phase_now(g), GRACE_GROUP_DRAIN);
   /* ...and forced at it. */
   fc_advance(&fc, 1);
-  runner_join(&r);
+  runner_ended(&r);
   const char *log = capture_end();
   grace_group_result res = r.res;
 
@@ -624,7 +634,7 @@ static void test_hooks_are_awaited(void **state) {
   fc_advance(&fc, 120 * MS - 1);
   assert_false(atomic_load(&r.done));
   fc_advance(&fc, 1);
-  runner_join(&r);
+  runner_ended(&r);
   capture_end();
 
   assert_int_equal(r.rv, 0);
@@ -654,7 +664,7 @@ static void test_hook_error_is_reported(void **state) {
   capture_start();
   runner_start_stopped(&r, g);
   fc_advance(&fc, 30 * MS);
-  runner_join(&r);
+  runner_ended(&r);
   const char *log = capture_end();
 
   /* A failed hook does not stop the shutdown, but the result says so. */
@@ -688,7 +698,7 @@ static void test_hook_given_up_at_deadline(void **state) {
   assert_false(atomic_load(&r.done));
   assert_int_equal(a.forced, 0);
   fc_advance(&fc, 1);
-  runner_join(&r);
+  runner_ended(&r);
   const char *log = capture_end();
   grace_group_result res = r.res;
 
@@ -759,8 +769,7 @@ static void test_shutdown_delay_is_honoured(void **state) {
   fc_advance(&fc, 150 * MS - 1);
   assert_int_equal(a.begun, 0);
   fc_advance(&fc, 1);
-
-  runner_join(&r);
+  runner_ended(&r);
   const char *log = capture_end();
   assert_int_equal(r.rv, 0);
   assert_int_equal(since_start(event_time("begin:a")), 300 * MS);
@@ -788,7 +797,7 @@ static void test_shutdown_delay_cut_by_deadline(void **state) {
   assert_int_equal(grace_group_phase_now(g), GRACE_GROUP_DELAY);
   assert_int_equal(a.forced, 0);
   fc_advance(&fc, 1);
-  runner_join(&r);
+  runner_ended(&r);
   const char *log = capture_end();
 
   assert_int_equal(r.rv, GRACE_ETIMEDOUT);
@@ -822,7 +831,7 @@ static void test_part_stopping_on_its_own_stops_the_group(void **state) {
   assert_false(atomic_load(&r.done));
   assert_true(grace_group_ready(g));
   fc_advance(&fc, 1);
-  runner_join(&r);
+  runner_ended(&r);
   const char *log = capture_end();
 
   assert_int_equal(r.rv, 0);
@@ -851,7 +860,7 @@ static void test_part_failures(void **state) {
   runner_start(&r, g);
   wait_ready(g);
   fc_advance(&fc, 20 * MS);
-  runner_join(&r);
+  runner_ended(&r);
   capture_end();
   assert_int_equal(r.rv, -EIO);
   assert_int_equal(r.res.parts_failed, 1);
@@ -1235,7 +1244,7 @@ static void test_metrics_text_format(void **state) {
   capture_start();
   runner_start_stopped(&r, g);
   fc_advance(&fc, 5 * MS);
-  runner_join(&r);
+  runner_ended(&r);
   capture_end();
   assert_int_equal(r.rv, 0);
   assert_int_equal(grace_group_metrics(g, &text, NULL), 0);
@@ -1418,8 +1427,8 @@ static void test_http_part_forced_at_deadline(void **state) {
   assert_int_equal(grace_group_part_get_state(grace_group_find(g, "http")),
                    GRACE_GROUP_PART_DRAINING);
   fc_advance(&fc, 1);
+  runner_ended(&r);
   expect_eof(busy);
-  runner_join(&r);
   const char *log = capture_end();
 
   assert_int_equal(r.rv, GRACE_ETIMEDOUT);
@@ -1628,7 +1637,7 @@ static void test_grpc_part_forced_at_deadline(void **state) {
   assert_int_equal(grace_group_part_get_state(grace_group_find(g, "grpc")),
                    GRACE_GROUP_PART_DRAINING);
   fc_advance(&fc, 1);
-  runner_join(&r);
+  runner_ended(&r);
   pthread_join(c.thread, NULL);
   const char *log = capture_end();
 
@@ -1821,7 +1830,7 @@ static void test_worker_part_forced_at_deadline(void **state) {
   int64_t t0 = grace_now();
   fc_advance(&fc, 1); /* returns once run has */
   int64_t forcing = grace_now() - t0;
-  runner_join(&r);
+  runner_ended(&r);
   const char *log = capture_end();
 
   /* The cleanup does not watch its context: force waits its 100 ms (real
