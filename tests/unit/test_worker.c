@@ -61,6 +61,7 @@ typedef struct probe {
   int cleanups;
   bool in_cleanup;
   int64_t cleanup_start, cleanup_end;
+  grace_ctx *cleanup_ctx; /* the cleanup's context (borrowed) */
   int cleanup_ctx_err_at_start;
   int cleanup_rv;
   grace_duration cleanup_wait; /* wait on ctx up to this long; <0 forever */
@@ -208,6 +209,7 @@ static int cleanup(grace_worker *w, grace_ctx *ctx, void *data) {
   p->cleanup_start = p_now(p);
   p->ticks_at_cleanup = p->ticks;
   p->cleanup_ctx_err_at_start = grace_ctx_err(ctx);
+  p->cleanup_ctx = ctx;
   pthread_cond_broadcast(&p->cond);
   pthread_mutex_unlock(&p->mu);
 
@@ -566,11 +568,14 @@ static void test_cleanup_timeout_expires(void **state) {
   assert_int_equal(grace_worker_stop_begin(w, NULL), 0);
   await(&p, &p.in_cleanup);
   /* Not a nanosecond before its timeout (the cleanup waits on its
-   * context: only the clock's timer can end it)... */
+   * context: only the clock's timer can end it; the clock holds a
+   * reference on the contexts it made, so looking at it is safe)... */
   fc_run(&fc, 60 * MS - 1);
+  assert_int_equal(grace_ctx_err(p.cleanup_ctx), 0);
   assert_int_equal(grace_worker_wait(w, 0), GRACE_ETIMEDOUT);
   /* ...and at it. */
   fc_run(&fc, 1);
+  assert_int_equal(grace_ctx_err(p.cleanup_ctx), GRACE_ETIMEDOUT);
   assert_int_equal(grace_worker_wait(w, 5 * GRACE_SECOND), 0);
   assert_int_equal(p.cleanup_end - p.cleanup_start, 60 * MS);
   assert_int_equal(p.cleanup_rv, GRACE_ETIMEDOUT);
@@ -608,8 +613,10 @@ static void test_stop_ctx_deadline_bounds_cleanup(void **state) {
   grace_ctx_unref(ctx);
   await(&p, &p.in_cleanup);
   fc_run(&fc, 60 * MS - 1);
+  assert_int_equal(grace_ctx_err(p.cleanup_ctx), 0);
   assert_int_equal(grace_worker_wait(w, 0), GRACE_ETIMEDOUT);
   fc_run(&fc, 1);
+  assert_int_equal(grace_ctx_err(p.cleanup_ctx), GRACE_ETIMEDOUT);
   assert_int_equal(grace_worker_wait(w, 5 * GRACE_SECOND), 0);
   assert_int_equal(p.cleanup_end - p.cleanup_start, 60 * MS);
   assert_int_equal(p.cleanup_rv, GRACE_ETIMEDOUT);
