@@ -50,6 +50,7 @@ typedef struct probe {
   grace_duration delay[MAX_TICKS]; /* return value of tick i (0 = DEFAULT) */
   bool set_delay;
   bool wait_ctx;       /* block in each tick until ctx is done */
+  grace_duration linger; /* then go on this long, ignoring it */
   bool stop_from_task; /* call stop_begin inside tick 1 */
   int stop_rv;         /* what that call returned */
   int wait_rv;         /* grace_worker_wait inside the task */
@@ -179,6 +180,8 @@ static grace_duration task(grace_worker *w, grace_ctx *ctx, void *data) {
     hold(p);
   if (p->wait_ctx)
     grace_ctx_wait(ctx, 60 * GRACE_SECOND);
+  if (p->linger > 0)
+    sleep_ns(p->linger);
   if (p->stop_from_task && i == 0)
     p->stop_rv = grace_worker_stop_begin(w, NULL);
   if (p->set_delay && i < MAX_TICKS)
@@ -811,10 +814,13 @@ static void test_free_in_every_state(void **state) {
   /* Forced: the cleanup started with a done context. */
   assert_int_equal(p.cleanup_ctx_err_at_start, GRACE_ECANCELED);
 
-  /* Running a tick that ignores its context: free waits for it. */
+  /* Running a tick that goes on after its context is cancelled: free
+   * waits for it.  (The tick cannot end before the stop, so exactly one
+   * tick runs whenever the test thread gets to call free.) */
   probe_destroy(&p);
   probe_init(&p);
-  p.busy[0] = 80 * MS;
+  p.wait_ctx = true;
+  p.linger = 80 * MS;
   w = make(&p, 5 * MS);
   assert_int_equal(grace_worker_start(w), 0);
   await(&p, &p.started);
