@@ -1599,8 +1599,10 @@ static void test_grpc_part_not_serving_then_drains_a_call(void **state) {
   assert_int_equal(r.res.requests_cut, 0);
   assert_int_equal(grace_group_part_get_state(grace_group_find(g, "grpc")),
                    GRACE_GROUP_PART_DRAINED);
+  /* The handler logs the call when it runs, which may be a little after
+   * the call counts as in flight, so before or after the stop. */
+  assert_non_null(strstr(log, "Received: world"));
   assert_log_in_order(log, (const char *const[]){
-                               "Received: world",
                                "Shutdown phase 1 (not ready)",
                                "Part \"grpc\" draining",
                                "Part \"grpc\" drained in ",
