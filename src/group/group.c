@@ -82,8 +82,8 @@ void grace__group_wake(grace_group *g) { wake(g); }
 static int new_deadline(grace_group *g, grace_duration timeout,
                         grace_ctx **out) {
   if (g->clock.with_timeout != NULL)
-    return g->clock.with_timeout(g->clock.data, grace_ctx_background(),
-                                 timeout, out);
+    return g->clock.with_timeout(g->clock.data, grace_ctx_background(), timeout,
+                                 out);
   return grace_ctx_with_timeout(grace_ctx_background(), timeout, out);
 }
 
@@ -372,8 +372,8 @@ static void poll_done_fds(grace_group *g, run_state *r, nfds_t nfds) {
 }
 
 /*
- * Blocks until cond(g, r, arg) holds (W_COND), the group's clock reaches |until|
- * (W_UNTIL; 0 means no limit), or the deadline passes (W_DEADLINE),
+ * Blocks until cond(g, r, arg) holds (W_COND), the group's clock reaches
+ * |until| (W_UNTIL; 0 means no limit), or the deadline passes (W_DEADLINE),
  * whichever comes first; cond is checked first, so work that ends at the
  * deadline counts as done.  Sends the periodic systemd extensions
  * meanwhile.

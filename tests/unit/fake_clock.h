@@ -31,7 +31,6 @@ typedef struct fake_clock {
   /* Bumped each time the test moves the clock or pokes the module; the
    * module's last idle says which epoch it had read (see fc_idle). */
   uint64_t epoch, idle_epoch;
-  unsigned idles; /* how many times the module said it sleeps */
   struct {
     int64_t at;
     fc_fn fn;       /* run at |at|, or */
@@ -77,28 +76,17 @@ static inline int64_t fc_now(void *data) {
   return now;
 }
 
-/* Time since FC_START. */
-static inline int64_t fc_elapsed(fake_clock *fc) { return fc_now(fc) - FC_START; }
-
 static inline void fc_idle(void *data) {
   fake_clock *fc = data;
   pthread_mutex_lock(&fc->mu);
   if (fc_read_epoch > fc->idle_epoch)
     fc->idle_epoch = fc_read_epoch;
-  fc->idles++;
   pthread_cond_broadcast(&fc->cond);
   pthread_mutex_unlock(&fc->mu);
 }
 
-static inline unsigned fc_idles(fake_clock *fc) {
-  pthread_mutex_lock(&fc->mu);
-  unsigned n = fc->idles;
-  pthread_mutex_unlock(&fc->mu);
-  return n;
-}
-
-static inline void fc_add_timer(fake_clock *fc, int64_t at, fc_fn fn, grace_ctx *ctx,
-                         void *arg) {
+static inline void fc_add_timer(fake_clock *fc, int64_t at, fc_fn fn,
+                                grace_ctx *ctx, void *arg) {
   pthread_mutex_lock(&fc->mu);
   assert_true(fc->ntimers < FC_MAX_TIMERS);
   fc->timers[fc->ntimers].at = at;
@@ -113,13 +101,13 @@ static inline void fc_add_timer(fake_clock *fc, int64_t at, fc_fn fn, grace_ctx 
 /* Runs fn(arg) when the clock reaches now + |after|, in the thread that
  * moves it. */
 static inline void fc_after(fake_clock *fc, grace_duration after, fc_fn fn,
-                     void *arg) {
+                            void *arg) {
   fc_add_timer(fc, fc_now(fc) + after, fn, NULL, arg);
 }
 
 /* grace__clock.with_timeout: a cancel context this clock expires. */
 static inline int fc_with_timeout(void *data, grace_ctx *parent,
-                           grace_duration timeout, grace_ctx **out) {
+                                  grace_duration timeout, grace_ctx **out) {
   fake_clock *fc = data;
   int rv = grace_ctx_with_cancel(parent, out);
   if (rv != 0)

@@ -459,18 +459,18 @@ static void test_phases_run_in_order(void **state) {
       "hookdone:pre2", "begin:a", "begin:b", "done:b", "done:a", "hook:post",
       NULL});
   assert_log_in_order(
-      log, (const char *const[]){
-               "Shutdown started (context canceled): deadline 5s, delay 0s",
-               "Shutdown phase 1 (not ready) took ",
-               "Shutdown phase 2 (delay 0s) took ",
-               "Pre-drain hook \"pre1\" done in ",
-               "Pre-drain hook \"pre2\" done in 50ms",
-               "Part \"a\" draining (began in ",
-               "Part \"b\" draining (began in ", "Part \"b\" drained in 0s",
-               "Part \"a\" drained in 100ms",
-               "Post-drain hook \"post\" done in ",
-               "Shutdown phase 3 (drain) took 150ms",
-               "Drain report: result=clean duration=100ms", NULL});
+      log,
+      (const char *const[]){
+          "Shutdown started (context canceled): deadline 5s, delay 0s",
+          "Shutdown phase 1 (not ready) took ",
+          "Shutdown phase 2 (delay 0s) took ",
+          "Pre-drain hook \"pre1\" done in ",
+          "Pre-drain hook \"pre2\" done in 50ms",
+          "Part \"a\" draining (began in ", "Part \"b\" draining (began in ",
+          "Part \"b\" drained in 0s", "Part \"a\" drained in 100ms",
+          "Post-drain hook \"post\" done in ",
+          "Shutdown phase 3 (drain) took 150ms",
+          "Drain report: result=clean duration=100ms", NULL});
   assert_null(strstr(log, "phase 4"));
 
   /* A second run is refused; so is adding once run. */
@@ -595,15 +595,15 @@ static void test_deadline_forces_what_is_left(void **state) {
   assert_events_in_order(
       (const char *const[]){"done:good", "force:stuck", "hook:post", NULL});
   assert_log_in_order(
-      log, (const char *const[]){
-               "Part \"good\" drained in 50ms",
-               "Shutdown phase 3 (drain) cut short by the deadline after "
-               "300ms",
-               "Part \"stuck\" forced in ", ": 3 tasks cut",
-               "Post-drain hook \"post\" done in ",
-               "Shutdown phase 4 (force) took ",
-               "Drain report: result=forced duration=300ms",
-               "requests_cut=3 cut=\"stuck (3 tasks cut)\"", NULL});
+      log,
+      (const char *const[]){
+          "Part \"good\" drained in 50ms",
+          "Shutdown phase 3 (drain) cut short by the deadline after "
+          "300ms",
+          "Part \"stuck\" forced in ", ": 3 tasks cut",
+          "Post-drain hook \"post\" done in ", "Shutdown phase 4 (force) took ",
+          "Drain report: result=forced duration=300ms",
+          "requests_cut=3 cut=\"stuck (3 tasks cut)\"", NULL});
 
   /* A report after the force changes nothing. */
   grace_group_part_done(stuck.part, 0);
@@ -775,10 +775,10 @@ static void test_shutdown_delay_is_honoured(void **state) {
   assert_int_equal(since_start(event_time("begin:a")), 300 * MS);
   assert_int_equal(r.res.phase[GRACE_GROUP_NOT_READY], 0);
   assert_int_equal(r.res.phase[GRACE_GROUP_DELAY], 300 * MS);
-  assert_log_in_order(log, (const char *const[]){
-                               "Shutdown phase 1 (not ready)",
-                               "Shutdown phase 2 (delay 300ms) took 300ms",
-                               "Part \"a\" draining", NULL});
+  assert_log_in_order(
+      log, (const char *const[]){"Shutdown phase 1 (not ready)",
+                                 "Shutdown phase 2 (delay 300ms) took 300ms",
+                                 "Part \"a\" draining", NULL});
   grace_group_free(g);
 }
 
@@ -1173,8 +1173,7 @@ static void assert_family(const char *text, const char *name,
 static void test_metrics_text_format(void **state) {
   (void)state;
   fake web = {.with_stats = true, .drain_after = 5 * MS},
-       rpc = {.with_stats = true, .drain_after = 0},
-       plain = {.drain_after = 0};
+       rpc = {.with_stats = true, .drain_after = 0}, plain = {.drain_after = 0};
   web.stats = (grace_group_stats){
       .has = GRACE_GROUP_HAS_REQUESTS | GRACE_GROUP_HAS_CONNS,
       .requests_total = 17,
@@ -1250,8 +1249,7 @@ static void test_metrics_text_format(void **state) {
   assert_int_equal(grace_group_metrics(g, &text, NULL), 0);
   check_exposition(text);
   assert_non_null(strstr(text, "\ngrace_shutdown_phase 3\n"));
-  assert_non_null(
-      strstr(text, "\ngrace_drain_duration_seconds 0.005000000\n"));
+  assert_non_null(strstr(text, "\ngrace_drain_duration_seconds 0.005000000\n"));
   assert_non_null(strstr(text, "{phase=\"drain\"} 0.005000000\n"));
   assert_non_null(strstr(text, "{phase=\"force\"} 0.000000000\n"));
   assert_non_null(strstr(
@@ -1602,13 +1600,12 @@ static void test_grpc_part_not_serving_then_drains_a_call(void **state) {
   /* The handler logs the call when it runs, which may be a little after
    * the call counts as in flight, so before or after the stop. */
   assert_non_null(strstr(log, "Received: world"));
-  assert_log_in_order(log, (const char *const[]){
-                               "Shutdown phase 1 (not ready)",
-                               "Part \"grpc\" draining",
-                               "Part \"grpc\" drained in ",
-                               "Drain report: result=clean duration=",
-                               " requests_completed=0 rpcs_completed=1 ",
-                               NULL});
+  assert_log_in_order(log,
+                      (const char *const[]){
+                          "Shutdown phase 1 (not ready)",
+                          "Part \"grpc\" draining", "Part \"grpc\" drained in ",
+                          "Drain report: result=clean duration=",
+                          " requests_completed=0 rpcs_completed=1 ", NULL});
   grace_grpc_channel_free(ch);
   grace_group_free(g);
   grace_grpc_server_free(srv);
@@ -1748,8 +1745,7 @@ static grace_worker *ticker_worker(grace_group *g, ticker *t) {
 
 /* Waits (bounded) until event |what| has been recorded. */
 static void wait_event(const char *what) {
-  for (int64_t until = grace_now() + 5 * GRACE_SECOND;
-       event_index(what) < 0;) {
+  for (int64_t until = grace_now() + 5 * GRACE_SECOND; event_index(what) < 0;) {
     assert_true(grace_now() < until);
     sleep_for(MS);
   }
@@ -1773,14 +1769,12 @@ static void test_worker_part_finishes_its_tick_then_cleans_up(void **state) {
   grace_ctx_cancel(r.stop);
   fc_poke(&fc);
   /* Mid-tick: the part drains, and is not drained while the tick runs. */
-  assert_int_equal(grace_group_part_get_state(part),
-                   GRACE_GROUP_PART_DRAINING);
+  assert_int_equal(grace_group_part_get_state(part), GRACE_GROUP_PART_DRAINING);
   latch_open(&t.work);
   wait_event("cleanup begin");
   fc_poke(&fc);
   /* Nor while the cleanup runs. */
-  assert_int_equal(grace_group_part_get_state(part),
-                   GRACE_GROUP_PART_DRAINING);
+  assert_int_equal(grace_group_part_get_state(part), GRACE_GROUP_PART_DRAINING);
   assert_false(atomic_load(&r.done));
   latch_open(&t.cleanup);
   runner_join(&r);
@@ -1795,8 +1789,7 @@ static void test_worker_part_finishes_its_tick_then_cleans_up(void **state) {
       "tick 0 begin", "stop", "tick 0 end", "cleanup begin", "cleanup end",
       NULL});
   assert_int_equal(event_index("tick 1 begin"), -1);
-  assert_int_equal(grace_group_part_get_state(part),
-                   GRACE_GROUP_PART_DRAINED);
+  assert_int_equal(grace_group_part_get_state(part), GRACE_GROUP_PART_DRAINED);
   int status = -1;
   assert_int_equal(grace_worker_status(w, &status), 0);
   assert_int_equal(status, 0);

@@ -91,7 +91,9 @@ static void probe_init(probe *p) {
 }
 
 /* The probe's time: the manual clock's, or grace_now. */
-static int64_t p_now(probe *p) { return p->fc != NULL ? fc_now(p->fc) : grace_now(); }
+static int64_t p_now(probe *p) {
+  return p->fc != NULL ? fc_now(p->fc) : grace_now();
+}
 
 /* Blocks on the latch (see probe.hold) until the test opens it. */
 static void hold(probe *p) {
@@ -609,8 +611,8 @@ static void test_stop_ctx_deadline_bounds_cleanup(void **state) {
   opts.data = &p;
   w = start_opts_on(&opts, &p, &fc);
   /* A stop context with a 60 ms deadline on the same clock. */
-  assert_int_equal(
-      fc_with_timeout(&fc, grace_ctx_background(), 60 * MS, &ctx), 0);
+  assert_int_equal(fc_with_timeout(&fc, grace_ctx_background(), 60 * MS, &ctx),
+                   0);
   assert_int_equal(grace_worker_stop_begin(w, ctx), 0);
   /* The worker holds its own reference: releasing ours is fine. */
   grace_ctx_unref(ctx);
