@@ -107,6 +107,9 @@ static int on_open(grace__loop *loop) {
   grace__conn_loop *cl = &hl->cl;
   loop->data = hl;
   cl->loop = loop;
+  int orv = grace__conn_loop_open(cl);
+  if (orv != 0)
+    return orv;
   grace__conn_loop_timeout(cl, GRACE__TL_HEADER,
                            ms(srv->opts.read_header_timeout));
   grace__conn_loop_timeout(cl, GRACE__TL_IDLE, ms(srv->opts.idle_timeout));

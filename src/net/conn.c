@@ -44,9 +44,31 @@ int grace__conn_loop_init(grace__conn_loop *cl, grace__loop *loop) {
   memset(cl, 0, sizeof(*cl));
   cl->loop = loop;
   grace__list_init(&cl->conns);
+  grace__list_init(&cl->pending);
   cl->rbuf_size = 64 * 1024;
   cl->rbuf = malloc(cl->rbuf_size);
   return cl->rbuf != NULL ? 0 : GRACE_ENOMEM;
+}
+
+static void flush_pending(uv_prepare_t *handle);
+
+int grace__conn_loop_open(grace__conn_loop *cl) {
+  int rv = uv_prepare_init(&cl->loop->uv, &cl->prepare);
+  if (rv != 0)
+    return rv;
+  cl->prepare.data = cl;
+  cl->prepare_open = 1;
+  return 0;
+}
+
+/* Marks |c| as having bytes to send before the loop waits. */
+static void want_flush(grace__conn *c) {
+  grace__conn_loop *cl = c->cl;
+  if (!grace__list_empty(&c->plink))
+    return;
+  if (grace__list_empty(&cl->pending) && cl->prepare_open)
+    uv_prepare_start(&cl->prepare, flush_pending);
+  grace__list_push(&cl->pending, &c->plink);
 }
 
 void grace__conn_loop_free(grace__conn_loop *cl) {
@@ -129,6 +151,7 @@ static grace__conn *conn_alloc(grace__conn_reg *reg,
   c->rmax = GRACE__CONN_READ_AHEAD;
   c->state = GRACE__CS_CLOSED; /* so the first set_state reports NEW */
   grace__list_init(&c->link);
+  grace__list_init(&c->plink);
   for (int i = 0; i < GRACE__CONN_TIMERS; i++)
     grace__list_init(&c->timer[i].link);
   grace__list_init(&c->post.link);
@@ -159,6 +182,7 @@ static void uncount(grace__conn *c) {
 
 static void conn_free(grace__conn *c) {
   grace__list_unlink(&c->link);
+  grace__list_unlink(&c->plink);
   if (c->proto->on_free != NULL)
     c->proto->on_free(c);
   free(c->rp);
@@ -269,6 +293,7 @@ void grace__conn_close(grace__conn *c) {
   if (c->flags & GRACE__CF_CLOSED)
     return;
   c->flags |= GRACE__CF_CLOSED;
+  grace__list_unlink(&c->plink);
   for (unsigned i = 0; i < GRACE__CONN_TIMERS; i++)
     grace__list_unlink(&c->timer[i].link);
   if (c->flags & GRACE__CF_HANDLE_OPEN) {
@@ -392,8 +417,9 @@ int grace__conn_write(grace__conn *c, const void *p, size_t n) {
     c->wlen += n;
     return 0;
   }
-  if (c->wlen == 0) {
-    /* The common case: the socket takes it all, nothing is copied. */
+  if (c->wlen == 0 && (n >= GRACE__CONN_DIRECT_WRITE || c->cl == NULL)) {
+    /* A large write with nothing queued goes to the socket at once,
+     * without a copy. */
     for (;;) {
       ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
       if (w < 0 && errno == EINTR)
@@ -429,11 +455,10 @@ int grace__conn_write(grace__conn *c, const void *p, size_t n) {
   }
   memcpy(c->wp + c->woff + c->wlen, p, n);
   c->wlen += n;
-  /* The send timeout runs from the last write that made progress, so
-   * only an idle timer is armed here. */
-  if (grace__list_empty(&c->timer[1].link))
-    grace__conn_timer(c, GRACE__TL_SEND);
-  set_events(c, c->events | UV_WRITABLE);
+  /* Sent before the loop waits, with whatever else is written in this
+   * turn; a socket already full is waited for (flush). */
+  if (!(c->events & UV_WRITABLE))
+    want_flush(c);
   return 0;
 }
 
@@ -454,6 +479,24 @@ static void after_flush(grace__conn *c) {
   }
   if (c->proto->on_flushed != NULL)
     c->proto->on_flushed(c);
+}
+
+/* Just before the loop waits: each connection written to in this turn
+ * sends its bytes (one send for many answers or frames). */
+static void flush_pending(uv_prepare_t *handle) {
+  grace__conn_loop *cl = handle->data;
+  while (!grace__list_empty(&cl->pending)) {
+    grace__conn *c = grace__container_of(cl->pending.next, grace__conn, plink);
+    grace__list_unlink(&c->plink);
+    if (c->flags & GRACE__CF_CLOSED)
+      continue;
+    grace__conn_ref(c);
+    size_t before = c->wlen;
+    if (flush(c) == 0 && before > 0 && c->wlen == 0)
+      after_flush(c); /* may write again: back on the list */
+    grace__conn_unref(c);
+  }
+  uv_prepare_stop(handle);
 }
 
 const uint8_t *grace__conn_mem_output(grace__conn *c, size_t *len) {

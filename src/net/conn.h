@@ -103,6 +103,12 @@ struct grace__conn_reg {
 struct grace__conn_loop {
   grace__loop *loop;
   grace__list conns;
+  /* Connections with bytes written this loop turn and not yet sent: they
+   * are sent together just before the loop waits (one send per connection
+   * per turn, not one per answer or frame). */
+  grace__list pending;
+  uv_prepare_t prepare;
+  int prepare_open;
   uint8_t *rbuf;
   size_t rbuf_size;
   int shutting_down; /* a graceful shutdown began */
@@ -134,6 +140,7 @@ struct grace__conn {
   grace__conn_loop *cl; /* NULL for a memory connection */
   grace__conn_reg *reg;
   grace__list link;     /* in cl->conns */
+  grace__list plink;    /* in cl->pending while it has bytes to send */
   grace__tnode timer[GRACE__CONN_TIMERS]; /* read, send, protocol x2 */
   grace__post post;     /* hand-over to the owning loop, deferred resume */
   const grace__conn_proto *proto;
@@ -160,6 +167,10 @@ struct grace__conn {
   int depth;            /* nesting of deliveries (resume inside a read) */
 };
 
+/* A write at least this large, with nothing queued, goes to the socket at
+ * once rather than being copied for the end of the loop turn. */
+#define GRACE__CONN_DIRECT_WRITE (64 * 1024)
+
 /* Read-ahead kept while the protocol is paused; past it reading stops. */
 #define GRACE__CONN_READ_AHEAD (64 * 1024)
 
@@ -169,6 +180,11 @@ struct grace__conn {
 
 /* Initialises |cl| for |loop|.  Returns 0 or GRACE_ENOMEM. */
 int grace__conn_loop_init(grace__conn_loop *cl, grace__loop *loop);
+/* On |cl|'s loop (its uv loop initialised): the handle that sends what
+ * connections wrote during a loop turn before the loop waits.  Returns 0
+ * or a negative libuv error.  The loop closes it with its other handles. */
+int grace__conn_loop_open(grace__conn_loop *cl);
+
 /* Frees the read buffer; every connection must be gone. */
 void grace__conn_loop_free(grace__conn_loop *cl);
 
@@ -232,8 +248,10 @@ void grace__conn_mem_free(grace__conn *c);
 void grace__conn_set_proto(grace__conn *c, const grace__conn_proto *proto,
                            void *pdata);
 
-/* Queues |n| bytes (copied) and writes what the socket takes now.
- * Returns 0, or GRACE_ECLOSED (closed or ending). */
+/* Queues |n| bytes (copied); they are sent with everything else written
+ * in this loop turn, just before the loop waits (a large write goes to the
+ * socket at once when nothing is queued).  Returns 0, or GRACE_ECLOSED
+ * (closed or ending), GRACE_ENOMEM. */
 int grace__conn_write(grace__conn *c, const void *p, size_t n);
 
 /* Bytes accepted and not yet written. */
