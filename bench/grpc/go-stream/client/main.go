@@ -47,11 +47,15 @@ import (
 type rawCodec struct{}
 
 func (rawCodec) Marshal(v interface{}) ([]byte, error) {
+	// A fresh copy, as proto.Marshal allocates one per message: grpc-go
+	// queues the slice it gets without copying, so returning the caller's
+	// buffer would let every queued message share one buffer (ours copies
+	// each message it accepts).
 	switch m := v.(type) {
 	case []byte:
-		return m, nil
+		return append([]byte(nil), m...), nil
 	case *[]byte:
-		return *m, nil
+		return append([]byte(nil), *m...), nil
 	}
 	return nil, fmt.Errorf("rawCodec: cannot marshal %T", v)
 }
