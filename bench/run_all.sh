@@ -13,7 +13,7 @@
 # Environment: GRACE_BENCH_SRC_DIRS (default "core;net;http"),
 # GRACE_BENCH_SKIP_BUILD=1 to use build-bench/ as it is. Options after the
 # script name are not taken; run the scripts one by one to change theirs.
-# Total time: about 2 minutes on 2 cores, plus about 1.5 for the gRPC
+# Total time: about 2 minutes on 2 cores, plus about 3.5 for the gRPC
 # benchmarks (steps 4-6 below) and 1.5 for the HAProxy drain (steps 7-8).
 set -uo pipefail
 
@@ -73,7 +73,10 @@ done
 #      take build-bench/ or build/ (they print which), else skip ours.
 #   5. the peers: bench/grpc/go-greeter/build.sh (grpc-go, GOPATH mode,
 #      offline) and bench/grpc/cpp-greeter/build.sh (gRPC C-core, g++).
-#   6. bench/grpc_throughput.sh, bench/grpc_shutdown.py. About 1.5 minutes.
+#   6. bench/grpc_throughput.sh, bench/grpc_shutdown.py, bench/grpc_stream.sh
+#      (which links its own server, bench/grpc/grace-stream, against the
+#      libgrace.a of build-bench-grpc/, and builds its grpc-go server and
+#      client). About 3.5 minutes.
 if [[ ${GRACE_BENCH_SKIP_BUILD:-0} != 1 ]]; then
   if [[ -f $repo/examples/greeter-server.c && -d $repo/src/grpc ]]; then
     echo "building ours (Release) greeter-server in $repo/build-bench-grpc ..." >&2
@@ -110,7 +113,7 @@ if [[ $grpc_peers == 1 ]]; then
     echo "h2load:  $(h2load --version 2>&1 | head -1)"
     echo
   } | tee -a "$summary"
-  for cmd in "$here/grpc_throughput.sh" "/usr/bin/python3 $here/grpc_shutdown.py"; do
+  for cmd in "$here/grpc_throughput.sh" "/usr/bin/python3 $here/grpc_shutdown.py" "$here/grpc_stream.sh"; do
     name=$(basename "${cmd##* }")
     echo "== $name" >&2
     $cmd 2> >(tee "$out/logs/$name.stderr" >&2) | tee -a "$summary"
