@@ -417,9 +417,14 @@ int grace__conn_write(grace__conn *c, const void *p, size_t n) {
     c->wlen += n;
     return 0;
   }
-  if (c->wlen == 0 && (n >= GRACE__CONN_DIRECT_WRITE || c->cl == NULL)) {
-    /* A large write with nothing queued goes to the socket at once,
-     * without a copy. */
+  int first = grace__list_empty(&c->plink) && !(c->events & UV_WRITABLE);
+  if (c->wlen == 0 && (first || n >= GRACE__CONN_DIRECT_WRITE)) {
+    /* The first write of a loop turn (one answer to one request, the
+     * common case), or a large one, goes to the socket at once without a
+     * copy; what follows it in the same turn is gathered for one send
+     * before the loop waits. */
+    if (first)
+      want_flush(c);
     for (;;) {
       ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
       if (w < 0 && errno == EINTR)
@@ -442,7 +447,7 @@ int grace__conn_write(grace__conn *c, const void *p, size_t n) {
     c->woff = 0;
   }
   if (c->woff + c->wlen + n > c->wcap) {
-    size_t cap = c->wcap ? c->wcap : 16384;
+    size_t cap = c->wcap ? c->wcap : 4096;
     while (cap < c->wlen + n)
       cap *= 2;
     uint8_t *np = realloc(c->wp, cap);
