@@ -16,7 +16,12 @@ DEBS := cmake make gcc clang pkg-config libuv1-dev libnghttp2-dev node-llhttp li
         nghttp2-client python3-grpcio systemd \
         golang-go golang-github-spf13-cobra-dev golang-github-fatih-color-dev golang-golang-x-net-dev \
         golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev \
-        protobuf-compiler protoc-gen-go protoc-gen-go-grpc
+        protobuf-compiler protoc-gen-go protoc-gen-go-grpc nodejs
+# npm runs the grpc-js interop client's install (tests/interop/js/install.sh,
+# for test_grpc_interop_js.py).  Debian's npm is a package of its own; a
+# nodejs that bundles npm conflicts with it, so it is installed only when no
+# npm command is there.
+NPM_DEB := npm
 # What bench/ needs on top (the peers).
 BENCH_DEBS := wrk nginx-light golang-go haproxy nghttp2-client g++ \
         golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev \
@@ -32,11 +37,19 @@ deps:
 	@missing=""; for p in $(DEBS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
 	done; \
+	command -v npm >/dev/null || missing="$$missing $(NPM_DEB)"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+
+# The grpc-js interop client's npm packages, as package-lock.json pins them,
+# into <build dir>/interop-js (idempotent; run before each build's tests).
+# When npm cannot reach its registry this only warns: test_grpc_interop_js
+# then says so and is skipped.
+INTEROP_JS = tests/interop/js/install.sh $(1)/interop-js || \
+	  echo "warning: npm packages for the grpc-js interop client not installed ($(1)/interop-js)"
 
 bench-deps: deps
 	@missing=""; for p in $(BENCH_DEBS); do \
@@ -61,9 +74,11 @@ build-tsan: deps
 	cmake --build build-tsan -j $(JOBS)
 
 test-default: build
+	@$(call INTEROP_JS,build)
 	ctest --test-dir build --output-on-failure -j 2
 
 test-asan: build-asan
+	@$(call INTEROP_JS,build-asan)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	ctest --test-dir build-asan --output-on-failure -j 2
@@ -74,6 +89,7 @@ build-release: deps
 	cmake --build build-release -j $(JOBS)
 
 test-tsan: build-tsan
+	@$(call INTEROP_JS,build-tsan)
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	ctest --test-dir build-tsan --output-on-failure -j 2
 
