@@ -19,7 +19,6 @@ needs is missing; it names them (the Makefile's DEBS installs them).
 import os
 import shutil
 import subprocess
-import sys
 
 import gracetest
 import interoptest
