@@ -190,7 +190,6 @@ static void go_idle(h1 *h) {
   grace__conn_timer(c, GRACE__TL_IDLE);
 }
 
-/* The handler answered |req| (ops->finish); on the loop thread. */
 /* Whether the answer to |req| closes the connection.  During shutdown
  * the last answer carries Connection: close; a request already pipelined
  * behind it is served first.  A body the handler did not read to its end
@@ -243,6 +242,7 @@ static int drop_if_gone(h1 *h, grace_http_request *req) {
   return 1;
 }
 
+/* The handler answered |req| at once (ops->finish); on the loop thread. */
 static void h1_finish(grace_http_request *req) {
   h1 *h = req->proto;
   if (drop_if_gone(h, req))
