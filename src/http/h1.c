@@ -32,23 +32,23 @@ typedef struct h1 {
   grace__h1_body body;
   grace_http_request *req; /* being read, or with its handler */
   uint8_t phase;
-  uint8_t sniffed;         /* the first bytes were looked at */
+  uint8_t sniffed; /* the first bytes were looked at */
   uint8_t sniff_len;
   char sniff[4];
-  uint8_t eof;             /* the peer closed its side */
-  uint8_t in_read;         /* inside on_read */
-  uint8_t waiting_flush;   /* paused until the write queue drains */
-  uint8_t seen_bytes;      /* a request byte ever arrived */
-  size_t avail;            /* inside on_read: bytes after the request */
-  unsigned fields;         /* header fields of the request being read */
-  unsigned hosts;          /* Host fields among them */
+  uint8_t eof;           /* the peer closed its side */
+  uint8_t in_read;       /* inside on_read */
+  uint8_t waiting_flush; /* paused until the write queue drains */
+  uint8_t seen_bytes;    /* a request byte ever arrived */
+  size_t avail;          /* inside on_read: bytes after the request */
+  unsigned fields;       /* header fields of the request being read */
+  unsigned hosts;        /* Host fields among them */
   uint8_t field_is_host;
-  uint32_t name_off;       /* where the header name being read starts */
-  uint8_t te_seen;         /* Transfer-Encoding fields seen */
-  uint8_t prev_lf;         /* the last head byte scanned was LF */
-  uint8_t body_open;       /* a streamed body is still being read */
-  uint64_t streamed;       /* bytes of it delivered so far */
-  int te_status;           /* a Transfer-Encoding we refuse: its status */
+  uint32_t name_off; /* where the header name being read starts */
+  uint8_t te_seen;   /* Transfer-Encoding fields seen */
+  uint8_t prev_lf;   /* the last head byte scanned was LF */
+  uint8_t body_open; /* a streamed body is still being read */
+  uint64_t streamed; /* bytes of it delivered so far */
+  int te_status;     /* a Transfer-Encoding we refuse: its status */
 } h1;
 
 static const llhttp_settings_t settings;
@@ -74,7 +74,8 @@ void *grace__h1_new(grace_http_server *srv, grace__http_loop *hl) {
   return h;
 }
 
-/* ---- answers -------------------------------------------------------------- */
+/* ---- answers --------------------------------------------------------------
+ */
 
 /* Writes an error answer for a request the parser rejected, then ends
  * the connection, lingering: input may still be arriving. */
@@ -84,13 +85,13 @@ static void send_error(h1 *h, int status) {
   char body[64];
   int blen = snprintf(body, sizeof(body), "%d %s", status,
                       grace_http_status_text(status));
-  int len = snprintf(buf, sizeof(buf),
-                     "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Length: %d\r\n"
-                     "Content-Type: text/plain; charset=utf-8\r\n"
-                     "Connection: close\r\n\r\n%s",
-                     status, grace_http_status_text(status),
-                     h->hl != NULL ? grace__date_header(h->hl) : "", blen,
-                     body);
+  int len =
+      snprintf(buf, sizeof(buf),
+               "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Length: %d\r\n"
+               "Content-Type: text/plain; charset=utf-8\r\n"
+               "Connection: close\r\n\r\n%s",
+               status, grace_http_status_text(status),
+               h->hl != NULL ? grace__date_header(h->hl) : "", blen, body);
   if (h->req != NULL && !h->req->with_handler) {
     grace__req_free(h->req);
     h->req = NULL;
@@ -276,13 +277,15 @@ static int h1_start(grace_http_request *req) {
   const size_t max = 1u << 20;
 
   req->resp_no_body = (uint8_t)(req->is_head || grace__status_no_body(status));
-  req->resp_chunked = (uint8_t)(!grace__status_no_body(status) && req->minor == 1);
+  req->resp_chunked =
+      (uint8_t)(!grace__status_no_body(status) && req->minor == 1);
   /* A body still being read does not announce the close: the handler
    * may read it to its end before it ends the answer (an echo), and
    * h1_end closes then if it did not (a delimited answer may be followed
    * by a close without "Connection: close"). */
-  req->resp_close = (uint8_t)(must_close_now(h, req) ||
-                              (!req->resp_chunked && !grace__status_no_body(status)));
+  req->resp_close =
+      (uint8_t)(must_close_now(h, req) ||
+                (!req->resp_chunked && !grace__status_no_body(status)));
   n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\nDate: %s\r\n%s%s", status,
                grace_http_status_text(status),
                h->hl != NULL ? grace__date_header(h->hl) : "",
@@ -376,7 +379,8 @@ static const grace__exch_ops h1_ops = {
     .read_body = h1_read_body,
 };
 
-/* ---- reading ---------------------------------------------------------------- */
+/* ---- reading ----------------------------------------------------------------
+ */
 
 /* The request is complete: to its handler. */
 static void dispatch(h1 *h) {
@@ -402,8 +406,7 @@ static int begin_body(h1 *h) {
   int stream = grace__req_streams_body(req);
   if (length > h->srv->opts.max_body_bytes)
     return 413;
-  grace__h1_body_init(&h->body, chunked, length,
-                      h->srv->opts.max_header_bytes);
+  grace__h1_body_init(&h->body, chunked, length, h->srv->opts.max_header_bytes);
   h->phase = P_BODY;
   grace__conn_timer_stop(h->conn, GRACE__TL_HEADER);
   grace__conn_timer(h->conn, GRACE__TL_BODY);
@@ -441,8 +444,8 @@ static ssize_t feed_body(h1 *h, const uint8_t *p, size_t n) {
     }
     if (off == n && !h->body.done)
       break;
-    int rv = grace__h1_body_next(&h->body, p + off, n - off, &used, &data,
-                                 &len);
+    int rv =
+        grace__h1_body_next(&h->body, p + off, n - off, &used, &data, &len);
     h->streamed += len;
     if (rv < 0 || h->streamed > h->srv->opts.max_body_bytes) {
       /* Broken framing, or a chunked body past max_body_bytes. */
@@ -575,8 +578,7 @@ static ssize_t h1_on_read(grace__conn *c, const uint8_t *p, size_t n) {
       if (grace__h2c_start(c, h->srv, h->hl) != 0)
         return -1;
       free(h); /* the connection speaks HTTP/2 from now on */
-      if (held > 0 &&
-          c->proto->on_read(c, (const uint8_t *)sniff, held) < 0)
+      if (held > 0 && c->proto->on_read(c, (const uint8_t *)sniff, held) < 0)
         return -1;
       return 0; /* the transport offers |p| to HTTP/2 */
     }
@@ -705,7 +707,8 @@ static void h1_on_shutdown(grace__conn *c) {
 
 static unsigned h1_on_force(grace__conn *c) {
   h1 *h = c->pdata;
-  if (h->phase == P_HANDLER && h->req != NULL && !atomic_load(&h->req->cancelled))
+  if (h->phase == P_HANDLER && h->req != NULL &&
+      !atomic_load(&h->req->cancelled))
     return 1;
   return 0;
 }
@@ -741,7 +744,8 @@ const grace__conn_proto grace__h1_proto = {
     .on_free = h1_on_free,
 };
 
-/* ---- llhttp callbacks ------------------------------------------------------- */
+/* ---- llhttp callbacks -------------------------------------------------------
+ */
 
 static int head_append(h1 *h, const char *at, size_t len) {
   if (grace__dbuf_append(&h->req->head, at, len,

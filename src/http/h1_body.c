@@ -48,8 +48,20 @@ static int is_tchar(uint8_t ch) {
       (ch >= 'A' && ch <= 'Z'))
     return 1;
   switch (ch) {
-  case '!': case '#': case '$': case '%': case '&': case '\'': case '*':
-  case '+': case '-': case '.': case '^': case '_': case '`': case '|':
+  case '!':
+  case '#':
+  case '$':
+  case '%':
+  case '&':
+  case '\'':
+  case '*':
+  case '+':
+  case '-':
+  case '.':
+  case '^':
+  case '_':
+  case '`':
+  case '|':
   case '~':
     return 1;
   default:

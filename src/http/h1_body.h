@@ -31,7 +31,7 @@ typedef struct grace__h1_body {
   uint8_t state;
   uint8_t done;
   uint8_t digits;
-  uint8_t in_value; /* a trailer line's colon was seen */
+  uint8_t in_value;   /* a trailer line's colon was seen */
   uint64_t remaining; /* of the body (length) or of the chunk (chunked) */
   size_t line;        /* bytes of the current chunk extension or trailer */
   size_t trailer;     /* bytes of the trailer section */
@@ -41,8 +41,8 @@ typedef struct grace__h1_body {
 
 /* Results of grace__h1_body_next besides 0. */
 #define GRACE__H1_BODY_DONE 1
-#define GRACE__H1_BODY_EBAD (-1)  /* malformed framing: 400 */
-#define GRACE__H1_BODY_EBIG (-2)  /* extension or trailer too large: 431 */
+#define GRACE__H1_BODY_EBAD (-1) /* malformed framing: 400 */
+#define GRACE__H1_BODY_EBIG (-2) /* extension or trailer too large: 431 */
 
 /* Starts a body of |length| bytes, or a chunked one when |chunked|, with
  * a trailer section of at most |max_trailer| bytes. */

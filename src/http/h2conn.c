@@ -93,7 +93,8 @@ static void stream_forget(grace__h2_stream *s) {
 /* Arms the sweep that enforces the body and send timeouts on streams. */
 static void arm_sweep(h2c *h) {
   grace__conn *c = h->conn;
-  if (!grace__list_empty(&h->streams) && !grace__conn_timer_armed(c, GRACE__TL_STREAM))
+  if (!grace__list_empty(&h->streams) &&
+      !grace__conn_timer_armed(c, GRACE__TL_STREAM))
     grace__conn_timer(c, GRACE__TL_STREAM);
 }
 
@@ -149,7 +150,8 @@ static void flush(h2c *h) {
   update_idle(h);
 }
 
-/* ---- session callbacks ---------------------------------------------------- */
+/* ---- session callbacks ----------------------------------------------------
+ */
 
 static void on_request_headers(grace__h2_stream *s, void *user) {
   h2c *h = user;
@@ -194,8 +196,8 @@ static void on_request_headers(grace__h2_stream *s, void *user) {
   const char *authority = grace__h2_stream_authority(s);
   if (authority[0] != '\0' && grace__h2_stream_header(s, "host") == NULL) {
     bad |= grace__dbuf_append(&req->head, "host", 5, max);
-    bad |= grace__dbuf_append(&req->head, authority, strlen(authority) + 1,
-                              max);
+    bad |=
+        grace__dbuf_append(&req->head, authority, strlen(authority) + 1, max);
     req->nheaders++;
   }
   req->headers_end = req->head.len;
@@ -386,7 +388,8 @@ static const grace__h2_callbacks callbacks = {
     .on_send_ready = on_send_ready,
 };
 
-/* ---- answers ---------------------------------------------------------------- */
+/* ---- answers ----------------------------------------------------------------
+ */
 
 /* The handler's fields as HTTP/2 fields, plus the default content-type. */
 static int answer_headers(grace_http_request *req, grace__h2_header **out,
@@ -531,7 +534,8 @@ static const grace__exch_ops h2_ops = {
     .read_body = h2_read_body,
 };
 
-/* ---- the protocol ------------------------------------------------------------ */
+/* ---- the protocol
+ * ------------------------------------------------------------ */
 
 static ssize_t h2_on_read(grace__conn *c, const uint8_t *p, size_t n) {
   h2c *h = c->pdata;
@@ -669,7 +673,8 @@ int grace__h2c_start(grace__conn *c, grace_http_server *srv,
   return 0;
 }
 
-/* ---- streaming requests (stream.h) ---------------------------------------- */
+/* ---- streaming requests (stream.h) ----------------------------------------
+ */
 
 void grace__http_set_stream_hooks(grace_http_server *srv,
                                   const grace__stream_hooks *hooks) {

@@ -95,17 +95,17 @@ typedef struct grace__exch_ops {
 } grace__exch_ops;
 
 struct grace_http_request {
-  grace__conn *conn;     /* referenced while a handler holds the request */
-  void *proto;           /* the protocol's per-connection state */
+  grace__conn *conn; /* referenced while a handler holds the request */
+  void *proto;       /* the protocol's per-connection state */
   const grace__exch_ops *ops;
   grace_http_server *srv;
   grace__http_loop *hl;
   grace__h2_stream *stream; /* HTTP/2: the stream, NULL once it closed */
   uint8_t is_h2;
-  uint8_t streaming;        /* owned by the stream hooks (stream.h) */
-  void *user;               /* the stream hooks' pointer */
-  grace__post done;         /* answered from another thread */
-  grace__dbuf head; /* target\0(name\0value\0)* path\0method\0 */
+  uint8_t streaming; /* owned by the stream hooks (stream.h) */
+  void *user;        /* the stream hooks' pointer */
+  grace__post done;  /* answered from another thread */
+  grace__dbuf head;  /* target\0(name\0value\0)* path\0method\0 */
   grace__dbuf body;
   uint32_t method_off;
   uint32_t headers_off;
@@ -113,18 +113,18 @@ struct grace_http_request {
   uint32_t path_off;
   uint16_t nheaders;
   uint8_t minor;
-  uint8_t in_value;         /* the last header callback was a value */
+  uint8_t in_value; /* the last header callback was a value */
   uint8_t complete;
   uint8_t keep_alive;
   uint8_t is_head;
   uint8_t abandoned;
-  uint8_t with_handler;     /* handed to a handler: holds a conn ref */
-  uint8_t counted;          /* in st_inflight */
+  uint8_t with_handler; /* handed to a handler: holds a conn ref */
+  uint8_t counted;      /* in st_inflight */
   atomic_int cancelled;
-  int error_status;         /* 400/413/431 found while parsing */
+  int error_status; /* 400/413/431 found while parsing */
   /* the answer */
   int status;
-  grace__dbuf resp_fields;  /* name\0value\0 ... */
+  grace__dbuf resp_fields; /* name\0value\0 ... */
   uint16_t nresp;
   uint8_t has_content_type;
   char *resp_body;
@@ -137,10 +137,10 @@ struct grace_http_request {
   /* a streamed answer */
   uint8_t resp_started;
   uint8_t resp_ended;
-  uint8_t resp_chunked;    /* HTTP/1.1: chunked framing */
-  uint8_t resp_no_body;    /* HEAD, 204, 304: writes are not sent */
-  uint8_t resp_close;      /* HTTP/1.x: close after it */
-  uint8_t want_writable;   /* a write got GRACE_EBUSY */
+  uint8_t resp_chunked;  /* HTTP/1.1: chunked framing */
+  uint8_t resp_no_body;  /* HEAD, 204, 304: writes are not sent */
+  uint8_t resp_close;    /* HTTP/1.x: close after it */
+  uint8_t want_writable; /* a write got GRACE_EBUSY */
   grace_http_handler on_writable;
   void *on_writable_data;
   grace__wait_write *wait; /* a write from another thread, pending */
@@ -149,13 +149,13 @@ struct grace_http_request {
   /* a streamed body */
   uint8_t stream_body;
   uint8_t body_paused;
-  uint8_t body_ended;      /* its end was delivered */
+  uint8_t body_ended; /* its end was delivered */
   grace_http_body_cb on_body;
   void *on_body_data;
-  grace__dbuf held;        /* HTTP/2: arrived while paused */
+  grace__dbuf held; /* HTTP/2: arrived while paused */
   uint8_t held_end;
-  uint8_t in_cb;           /* inside its body callback */
-  uint8_t free_pending;    /* ended there: freed when it returns */
+  uint8_t in_cb;        /* inside its body callback */
+  uint8_t free_pending; /* ended there: freed when it returns */
 };
 
 struct grace_http_server {
@@ -216,9 +216,9 @@ int grace__h2c_start(grace__conn *c, grace_http_server *srv,
 
 /* ---- request.c: the exchange --------------------------------------------- */
 
-grace_http_request *grace__req_new(grace_http_server *srv,
-                                   grace__http_loop *hl, grace__conn *c,
-                                   void *proto, const grace__exch_ops *ops);
+grace_http_request *grace__req_new(grace_http_server *srv, grace__http_loop *hl,
+                                   grace__conn *c, void *proto,
+                                   const grace__exch_ops *ops);
 void grace__req_free(grace_http_request *req);
 /* Hands |req| to its handler (routing); counts it in flight and keeps
  * its connection referenced until the answer. */

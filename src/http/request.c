@@ -5,11 +5,11 @@
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "http/internal.h"
 
@@ -49,9 +49,9 @@ void grace__dbuf_free(grace__dbuf *b) {
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
-grace_http_request *grace__req_new(grace_http_server *srv,
-                                   grace__http_loop *hl, grace__conn *c,
-                                   void *proto, const grace__exch_ops *ops) {
+grace_http_request *grace__req_new(grace_http_server *srv, grace__http_loop *hl,
+                                   grace__conn *c, void *proto,
+                                   const grace__exch_ops *ops) {
   grace_http_request *req = calloc(1, sizeof(*req));
   if (req == NULL)
     return NULL;
@@ -331,7 +331,7 @@ static int valid_header_text(const char *s) {
 int grace__is_framing_field(const char *name) {
   static const char *const fields[] = {
       "content-length", "transfer-encoding", "connection", "keep-alive",
-      "upgrade", "proxy-connection", "te"};
+      "upgrade",        "proxy-connection",  "te"};
   for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
     if (strcasecmp(name, fields[i]) == 0)
       return 1;
@@ -351,10 +351,8 @@ int grace_http_response_header(grace_http_request *req, const char *name,
     return 0;
   size_t max = 1u << 20;
   if (req->nresp == UINT16_MAX ||
-      grace__dbuf_append(&req->resp_fields, name, strlen(name) + 1, max) !=
-          0 ||
-      grace__dbuf_append(&req->resp_fields, value, strlen(value) + 1, max) !=
-          0)
+      grace__dbuf_append(&req->resp_fields, name, strlen(name) + 1, max) != 0 ||
+      grace__dbuf_append(&req->resp_fields, value, strlen(value) + 1, max) != 0)
     return GRACE_ENOMEM;
   req->nresp++;
   if (strcasecmp(name, "Content-Type") == 0)
@@ -467,37 +465,68 @@ int grace_http_run_blocking(grace_http_request *req, grace_http_handler fn,
 
 const char *grace_http_status_text(int status) {
   switch (status) {
-  case 100: return "Continue";
-  case 200: return "OK";
-  case 201: return "Created";
-  case 202: return "Accepted";
-  case 204: return "No Content";
-  case 206: return "Partial Content";
-  case 301: return "Moved Permanently";
-  case 302: return "Found";
-  case 304: return "Not Modified";
-  case 307: return "Temporary Redirect";
-  case 308: return "Permanent Redirect";
-  case 400: return "Bad Request";
-  case 401: return "Unauthorized";
-  case 403: return "Forbidden";
-  case 404: return "Not Found";
-  case 405: return "Method Not Allowed";
-  case 408: return "Request Timeout";
-  case 409: return "Conflict";
-  case 411: return "Length Required";
-  case 413: return "Request Entity Too Large";
-  case 414: return "Request URI Too Long";
-  case 415: return "Unsupported Media Type";
-  case 429: return "Too Many Requests";
-  case 431: return "Request Header Fields Too Large";
-  case 500: return "Internal Server Error";
-  case 501: return "Not Implemented";
-  case 502: return "Bad Gateway";
-  case 503: return "Service Unavailable";
-  case 504: return "Gateway Timeout";
-  case 505: return "HTTP Version Not Supported";
-  default: return "";
+  case 100:
+    return "Continue";
+  case 200:
+    return "OK";
+  case 201:
+    return "Created";
+  case 202:
+    return "Accepted";
+  case 204:
+    return "No Content";
+  case 206:
+    return "Partial Content";
+  case 301:
+    return "Moved Permanently";
+  case 302:
+    return "Found";
+  case 304:
+    return "Not Modified";
+  case 307:
+    return "Temporary Redirect";
+  case 308:
+    return "Permanent Redirect";
+  case 400:
+    return "Bad Request";
+  case 401:
+    return "Unauthorized";
+  case 403:
+    return "Forbidden";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 408:
+    return "Request Timeout";
+  case 409:
+    return "Conflict";
+  case 411:
+    return "Length Required";
+  case 413:
+    return "Request Entity Too Large";
+  case 414:
+    return "Request URI Too Long";
+  case 415:
+    return "Unsupported Media Type";
+  case 429:
+    return "Too Many Requests";
+  case 431:
+    return "Request Header Fields Too Large";
+  case 500:
+    return "Internal Server Error";
+  case 501:
+    return "Not Implemented";
+  case 502:
+    return "Bad Gateway";
+  case 503:
+    return "Service Unavailable";
+  case 504:
+    return "Gateway Timeout";
+  case 505:
+    return "HTTP Version Not Supported";
+  default:
+    return "";
   }
 }
 
@@ -524,10 +553,9 @@ const grace__http_route *grace__req_route(grace_http_request *req) {
   const grace__http_route *best = NULL;
   for (size_t i = 0; i < srv->nroutes; i++) {
     const grace__http_route *r = &srv->routes[i];
-    int match = r->subtree ? (plen >= r->len && memcmp(path, r->pattern,
-                                                       r->len) == 0)
-                           : (plen == r->len && memcmp(path, r->pattern,
-                                                       r->len) == 0);
+    int match = r->subtree
+                    ? (plen >= r->len && memcmp(path, r->pattern, r->len) == 0)
+                    : (plen == r->len && memcmp(path, r->pattern, r->len) == 0);
     if (match && (best == NULL || r->len > best->len))
       best = r;
   }
@@ -690,7 +718,7 @@ struct grace__wait_write {
   uint8_t *data;
   size_t len;
   pthread_mutex_t lock;
-  int fd;       /* eventfd: readable once |rv| is final */
+  int fd; /* eventfd: readable once |rv| is final */
   int rv;
   int done;
   int abandoned;

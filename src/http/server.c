@@ -14,10 +14,14 @@
 
 const char *grace_conn_state_name(grace_conn_state state) {
   switch (state) {
-  case GRACE_CONN_NEW: return "new";
-  case GRACE_CONN_ACTIVE: return "active";
-  case GRACE_CONN_IDLE: return "idle";
-  case GRACE_CONN_CLOSED: return "closed";
+  case GRACE_CONN_NEW:
+    return "new";
+  case GRACE_CONN_ACTIVE:
+    return "active";
+  case GRACE_CONN_IDLE:
+    return "idle";
+  case GRACE_CONN_CLOSED:
+    return "closed";
   }
   return "unknown";
 }
@@ -33,7 +37,8 @@ void grace_http_options_init(grace_http_options *opts) {
   opts->backlog = 511;
 }
 
-/* ---- connections ---------------------------------------------------------- */
+/* ---- connections ----------------------------------------------------------
+ */
 
 static void maybe_drained(grace_http_server *srv) {
   if (!atomic_load(&srv->shutdown) || !atomic_load(&srv->listeners_closed) ||
@@ -99,7 +104,9 @@ static void on_accept(grace__listener *l, int fd) {
   }
 }
 
-static uint64_t ms(grace_duration d) { return (uint64_t)(d / GRACE_MILLISECOND); }
+static uint64_t ms(grace_duration d) {
+  return (uint64_t)(d / GRACE_MILLISECOND);
+}
 
 static int on_open(grace__loop *loop) {
   grace_http_server *srv = loop->set->data;
@@ -120,14 +127,15 @@ static int on_open(grace__loop *loop) {
   /* HTTP/2 streams are swept for both timeouts at the shorter one. */
   uint64_t body = ms(srv->opts.body_timeout), send = ms(srv->opts.send_timeout);
   grace__conn_loop_timeout(cl, GRACE__TL_STREAM,
-                           body == 0 ? send
-                           : send == 0 ? body
-                           : body < send ? body : send);
+                           body == 0     ? send
+                           : send == 0   ? body
+                           : body < send ? body
+                                         : send);
   if (loop->index != 0)
     return 0;
   for (unsigned i = 0; i < srv->nlisteners; i++) {
-    int rv = grace__listener_start(&srv->listeners[i], loop,
-                                   srv->listen_fds[i], on_accept, srv);
+    int rv = grace__listener_start(&srv->listeners[i], loop, srv->listen_fds[i],
+                                   on_accept, srv);
     if (rv != 0)
       return rv;
   }
@@ -275,8 +283,7 @@ int grace_http_server_handle(grace_http_server *srv, const char *pattern,
   return add_route(srv, pattern, handler, data, 0);
 }
 
-int grace_http_server_handle_stream(grace_http_server *srv,
-                                    const char *pattern,
+int grace_http_server_handle_stream(grace_http_server *srv, const char *pattern,
                                     grace_http_handler handler, void *data) {
   return add_route(srv, pattern, handler, data, 1);
 }

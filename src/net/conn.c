@@ -38,7 +38,8 @@ static unsigned slot_of(unsigned list) {
   return 0;
 }
 
-/* ---- the loop side -------------------------------------------------------- */
+/* ---- the loop side --------------------------------------------------------
+ */
 
 int grace__conn_loop_init(grace__conn_loop *cl, grace__loop *loop) {
   memset(cl, 0, sizeof(*cl));
@@ -84,9 +85,8 @@ void grace__conn_loop_timeout(grace__conn_loop *cl, unsigned list,
 void grace__conn_loop_expire(grace__conn_loop *cl, unsigned list,
                              grace__tnode *node) {
   unsigned slot = slot_of(list);
-  grace__conn *c =
-      (grace__conn *)(void *)((char *)(node - slot) -
-                              offsetof(grace__conn, timer));
+  grace__conn *c = (grace__conn *)(void *)((char *)(node - slot) -
+                                           offsetof(grace__conn, timer));
   (void)cl;
   if (list == GRACE__TL_LINGER || c->proto->on_timer == NULL) {
     grace__conn_close(c);
@@ -136,7 +136,8 @@ unsigned grace__conn_force(grace__conn *c) {
   return cut;
 }
 
-/* ---- lifetime ------------------------------------------------------------- */
+/* ---- lifetime -------------------------------------------------------------
+ */
 
 static grace__conn *conn_alloc(grace__conn_reg *reg,
                                const grace__conn_proto *proto, void *pdata) {
@@ -261,7 +262,8 @@ void grace__conn_mem_free(grace__conn *c) {
   grace__conn_unref(c);
 }
 
-/* ---- polling -------------------------------------------------------------- */
+/* ---- polling --------------------------------------------------------------
+ */
 
 static void set_events(grace__conn *c, int events) {
   if ((c->flags & (GRACE__CF_MEM | GRACE__CF_CLOSED)) || events == c->events)
@@ -283,7 +285,8 @@ static void update_read(grace__conn *c) {
   set_events(c, want ? (c->events | UV_READABLE) : (c->events & ~UV_READABLE));
 }
 
-/* ---- closing -------------------------------------------------------------- */
+/* ---- closing --------------------------------------------------------------
+ */
 
 int grace__conn_closing(const grace__conn *c) {
   return (c->flags & (GRACE__CF_CLOSED | GRACE__CF_ENDING)) != 0;
@@ -356,7 +359,8 @@ void grace__conn_end(grace__conn *c, int linger) {
     update_read(c);
 }
 
-/* ---- writing -------------------------------------------------------------- */
+/* ---- writing --------------------------------------------------------------
+ */
 
 /* Writes from the queue what the socket takes.  Returns 0, or -1 when the
  * connection was closed on an error. */
@@ -525,7 +529,8 @@ void grace__conn_mem_take(grace__conn *c, size_t n) {
   }
 }
 
-/* ---- reading -------------------------------------------------------------- */
+/* ---- reading --------------------------------------------------------------
+ */
 
 static int keep(grace__conn *c, const uint8_t *p, size_t n) {
   if (c->rlen + n > c->rcap) {
@@ -664,8 +669,8 @@ static void do_read(grace__conn *c) {
 }
 
 void grace__conn_read_now(grace__conn *c) {
-  if (grace__conn_closing(c) || (c->flags & (GRACE__CF_MEM | GRACE__CF_EOF |
-                                             GRACE__CF_IN_READ)))
+  if (grace__conn_closing(c) ||
+      (c->flags & (GRACE__CF_MEM | GRACE__CF_EOF | GRACE__CF_IN_READ)))
     return;
   grace__conn_ref(c);
   do_read(c);
@@ -779,7 +784,8 @@ out:
   grace__conn_unref(c);
 }
 
-/* ---- protocol services ---------------------------------------------------- */
+/* ---- protocol services ----------------------------------------------------
+ */
 
 void grace__conn_set_proto(grace__conn *c, const grace__conn_proto *proto,
                            void *pdata) {

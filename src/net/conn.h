@@ -23,10 +23,10 @@
 #ifndef GRACE_NET_CONN_H
 #define GRACE_NET_CONN_H
 
+#include <netinet/in.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -121,35 +121,35 @@ struct grace__conn_loop {
 
 /* Connection flags. */
 enum {
-  GRACE__CF_MEM = 1 << 0,        /* no socket: grace__conn_new_mem */
-  GRACE__CF_CLOSED = 1 << 1,     /* socket closed */
-  GRACE__CF_HANDLE_OPEN = 1 << 2,/* uv_poll handle not yet closed */
-  GRACE__CF_EOF = 1 << 3,        /* the peer closed its side */
-  GRACE__CF_ENDING = 1 << 4,     /* grace__conn_end: close after flush */
-  GRACE__CF_LINGER = 1 << 5,     /* write side shut, discarding input */
-  GRACE__CF_PAUSED = 1 << 6,     /* the protocol took less than offered */
-  GRACE__CF_IN_READ = 1 << 7,    /* inside on_read */
-  GRACE__CF_CUT = 1 << 8,        /* counted as cut already */
+  GRACE__CF_MEM = 1 << 0,         /* no socket: grace__conn_new_mem */
+  GRACE__CF_CLOSED = 1 << 1,      /* socket closed */
+  GRACE__CF_HANDLE_OPEN = 1 << 2, /* uv_poll handle not yet closed */
+  GRACE__CF_EOF = 1 << 3,         /* the peer closed its side */
+  GRACE__CF_ENDING = 1 << 4,      /* grace__conn_end: close after flush */
+  GRACE__CF_LINGER = 1 << 5,      /* write side shut, discarding input */
+  GRACE__CF_PAUSED = 1 << 6,      /* the protocol took less than offered */
+  GRACE__CF_IN_READ = 1 << 7,     /* inside on_read */
+  GRACE__CF_CUT = 1 << 8,         /* counted as cut already */
   GRACE__CF_RESUME_POSTED = 1 << 9,
-  GRACE__CF_SHUTDOWN = 1 << 10,  /* a graceful shutdown began */
-  GRACE__CF_UNCOUNTED = 1 << 11  /* no longer in reg->nconns (lingering) */
+  GRACE__CF_SHUTDOWN = 1 << 10, /* a graceful shutdown began */
+  GRACE__CF_UNCOUNTED = 1 << 11 /* no longer in reg->nconns (lingering) */
 };
 
 struct grace__conn {
   uv_poll_t poll;
   grace__conn_loop *cl; /* NULL for a memory connection */
   grace__conn_reg *reg;
-  grace__list link;     /* in cl->conns */
-  grace__list plink;    /* in cl->pending while it has bytes to send */
+  grace__list link;  /* in cl->conns */
+  grace__list plink; /* in cl->pending while it has bytes to send */
   grace__tnode timer[GRACE__CONN_TIMERS]; /* read, send, protocol x2 */
-  grace__post post;     /* hand-over to the owning loop, deferred resume */
+  grace__post post; /* hand-over to the owning loop, deferred resume */
   const grace__conn_proto *proto;
-  void *pdata;          /* the protocol's state */
+  void *pdata; /* the protocol's state */
   uint64_t id;
   int fd;
   uint32_t flags;
   int refs;
-  int events;           /* UV_READABLE / UV_WRITABLE being polled */
+  int events; /* UV_READABLE / UV_WRITABLE being polled */
   uint8_t state;
   /* Read-ahead: bytes read but not yet taken by the protocol. */
   uint8_t *rp;
@@ -157,14 +157,14 @@ struct grace__conn {
   /* Write queue: bytes accepted but not yet written. */
   uint8_t *wp;
   size_t woff, wlen, wcap;
-  size_t wmem_room;     /* memory connection: bytes the "socket" takes */
+  size_t wmem_room; /* memory connection: bytes the "socket" takes */
   union {
     struct sockaddr sa;
     struct sockaddr_in in;
     struct sockaddr_in6 in6;
-  } peer;               /* the client's address (TCP) */
+  } peer; /* the client's address (TCP) */
   socklen_t peer_len;
-  int depth;            /* nesting of deliveries (resume inside a read) */
+  int depth; /* nesting of deliveries (resume inside a read) */
 };
 
 /* A write at least this large, with nothing queued, goes to the socket at
@@ -190,8 +190,7 @@ void grace__conn_loop_free(grace__conn_loop *cl);
 
 /* Sets the timeout of a deadline list on |cl|'s loop (milliseconds; 0:
  * never expires). */
-void grace__conn_loop_timeout(grace__conn_loop *cl, unsigned list,
-                              uint64_t ms);
+void grace__conn_loop_timeout(grace__conn_loop *cl, unsigned list, uint64_t ms);
 
 /* Routes an expired deadline of |cl|'s loop to its connection. */
 void grace__conn_loop_expire(grace__conn_loop *cl, unsigned list,
