@@ -354,7 +354,6 @@ static void h1_end(grace_http_request *req) {
   after_answer(h, req, req->resp_close || must_close(h, req));
 }
 
-
 /* The handler reads its streamed body: what the transport holds is
  * offered again, or the end is delivered if the body is over. */
 static void h1_read_body(grace_http_request *req) {
