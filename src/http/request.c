@@ -232,17 +232,28 @@ grace_http_server *grace_http_request_server(grace_http_request *req) {
   return req->srv;
 }
 
+/* Walks the "name\0value\0" pairs of |p| (|len| bytes) from |*iter|:
+ * stores the next pair and returns 1, or returns 0 at the end.  Request
+ * headers, answer fields and trailers are all kept this way. */
+static int pair_next(const char *p, size_t len, size_t *iter, const char **name,
+                     const char **value) {
+  if (*iter >= len)
+    return 0;
+  const char *n = p + *iter;
+  size_t nl = strlen(n);
+  *name = n;
+  *value = n + nl + 1;
+  *iter += nl + 1 + strlen(*value) + 1;
+  return 1;
+}
+
 const char *grace_http_request_header(grace_http_request *req,
                                       const char *name) {
-  const char *p = req->head.p + req->headers_off;
-  const char *end = req->head.p + req->headers_end;
-  while (p < end) {
-    size_t nl = strlen(p);
-    const char *v = p + nl + 1;
-    if (strcasecmp(p, name) == 0)
+  size_t iter = 0;
+  const char *n, *v;
+  while (grace_http_request_header_next(req, &iter, &n, &v))
+    if (strcasecmp(n, name) == 0)
       return v;
-    p = v + strlen(v) + 1;
-  }
   return NULL;
 }
 
@@ -338,38 +349,45 @@ int grace__is_framing_field(const char *name) {
   return 0;
 }
 
+/* 1 for a field name and value a handler may set: no CR or LF, a name
+ * that is not empty and has no colon. */
+static int valid_field(const char *name, const char *value) {
+  return name != NULL && value != NULL && name[0] != '\0' &&
+         valid_header_text(name) && valid_header_text(value) &&
+         strchr(name, ':') == NULL;
+}
+
+/* Appends the pair |name|, |value| to |b| and counts it in |*count| (at
+ * most UINT16_MAX pairs).  Returns 0 or GRACE_ENOMEM. */
+static int pair_add(grace__dbuf *b, uint16_t *count, const char *name,
+                    const char *value) {
+  size_t max = 1u << 20;
+  if (*count == UINT16_MAX ||
+      grace__dbuf_append(b, name, strlen(name) + 1, max) != 0 ||
+      grace__dbuf_append(b, value, strlen(value) + 1, max) != 0)
+    return GRACE_ENOMEM;
+  (*count)++;
+  return 0;
+}
+
 int grace_http_response_header(grace_http_request *req, const char *name,
                                const char *value) {
-  if (name == NULL || value == NULL || name[0] == '\0' ||
-      !valid_header_text(name) || !valid_header_text(value) ||
-      strchr(name, ':') != NULL)
+  if (!valid_field(name, value))
     return GRACE_EINVAL;
   /* The library alone frames the message, identically on HTTP/1.1 and
    * HTTP/2: a handler's Content-Length, Transfer-Encoding or Connection
    * would contradict it (and be sent twice), so they are not kept. */
   if (grace__is_framing_field(name))
     return 0;
-  size_t max = 1u << 20;
-  if (req->nresp == UINT16_MAX ||
-      grace__dbuf_append(&req->resp_fields, name, strlen(name) + 1, max) != 0 ||
-      grace__dbuf_append(&req->resp_fields, value, strlen(value) + 1, max) != 0)
-    return GRACE_ENOMEM;
-  req->nresp++;
-  if (strcasecmp(name, "Content-Type") == 0)
+  int rv = pair_add(&req->resp_fields, &req->nresp, name, value);
+  if (rv == 0 && strcasecmp(name, "Content-Type") == 0)
     req->has_content_type = 1;
-  return 0;
+  return rv;
 }
 
 int grace__req_resp_next(const grace_http_request *req, size_t *iter,
                          const char **name, const char **value) {
-  if (*iter >= req->resp_fields.len)
-    return 0;
-  const char *p = req->resp_fields.p + *iter;
-  size_t nl = strlen(p);
-  *name = p;
-  *value = p + nl + 1;
-  *iter += nl + 1 + strlen(*value) + 1;
-  return 1;
+  return pair_next(req->resp_fields.p, req->resp_fields.len, iter, name, value);
 }
 
 int grace__status_no_body(int status) { return status == 204 || status == 304; }
@@ -591,15 +609,10 @@ void grace__req_dispatch(grace_http_request *req) {
 
 int grace_http_request_header_next(grace_http_request *req, size_t *iter,
                                    const char **name, const char **value) {
-  size_t at = req->headers_off + *iter;
-  if (at >= req->headers_end)
+  if (req->head.p == NULL)
     return 0;
-  const char *p = req->head.p + at;
-  size_t nl = strlen(p);
-  *name = p;
-  *value = p + nl + 1;
-  *iter += nl + 1 + strlen(*value) + 1;
-  return 1;
+  return pair_next(req->head.p + req->headers_off,
+                   req->headers_end - req->headers_off, iter, name, value);
 }
 
 int grace_http_request_peer(grace_http_request *req, struct sockaddr *addr,
@@ -655,28 +668,14 @@ void grace_http_response_on_writable(grace_http_request *req,
 
 int grace_http_response_trailer(grace_http_request *req, const char *name,
                                 const char *value) {
-  if (name == NULL || value == NULL || name[0] == '\0' ||
-      !valid_header_text(name) || !valid_header_text(value) ||
-      strchr(name, ':') != NULL || grace__is_framing_field(name))
+  if (!valid_field(name, value) || grace__is_framing_field(name))
     return GRACE_EINVAL;
-  size_t max = 1u << 20;
-  if (grace__dbuf_append(&req->trailers, name, strlen(name) + 1, max) != 0 ||
-      grace__dbuf_append(&req->trailers, value, strlen(value) + 1, max) != 0)
-    return GRACE_ENOMEM;
-  req->ntrailers++;
-  return 0;
+  return pair_add(&req->trailers, &req->ntrailers, name, value);
 }
 
 int grace__req_trailer_next(const grace_http_request *req, size_t *iter,
                             const char **name, const char **value) {
-  if (*iter >= req->trailers.len)
-    return 0;
-  const char *p = req->trailers.p + *iter;
-  size_t nl = strlen(p);
-  *name = p;
-  *value = p + nl + 1;
-  *iter += nl + 1 + strlen(*value) + 1;
-  return 1;
+  return pair_next(req->trailers.p, req->trailers.len, iter, name, value);
 }
 
 /* The end of an answer, on the loop thread. */
