@@ -594,6 +594,22 @@ static void deliver(grace__conn *c) {
   offer(c, c->rp, c->rlen, 1);
 }
 
+/* The peer closed its side: a connection that is ending closes once its
+ * queue is out; otherwise the protocol decides (default: close). */
+static void peer_eof(grace__conn *c) {
+  c->flags |= GRACE__CF_EOF;
+  update_read(c);
+  if (c->flags & GRACE__CF_ENDING) {
+    if (grace__conn_queued(c) == 0)
+      grace__conn_close(c);
+    return;
+  }
+  if (c->proto->on_eof != NULL)
+    c->proto->on_eof(c);
+  else
+    grace__conn_close(c);
+}
+
 static void do_read(grace__conn *c) {
   grace__conn_loop *cl = c->cl;
   ssize_t n;
@@ -651,17 +667,7 @@ static void do_read(grace__conn *c) {
     return;
   }
   if (n == 0) {
-    c->flags |= GRACE__CF_EOF;
-    update_read(c);
-    if (c->flags & GRACE__CF_ENDING) {
-      if (c->wlen == 0)
-        grace__conn_close(c);
-      return;
-    }
-    if (c->proto->on_eof != NULL)
-      c->proto->on_eof(c);
-    else
-      grace__conn_close(c);
+    peer_eof(c);
     return;
   }
   if (errno != EAGAIN)
@@ -682,13 +688,7 @@ ssize_t grace__conn_mem_feed(grace__conn *c, const void *p, size_t n) {
     return GRACE_ECLOSED;
   grace__conn_ref(c);
   if (n == 0) {
-    c->flags |= GRACE__CF_EOF;
-    if (c->flags & GRACE__CF_ENDING)
-      grace__conn_close(c);
-    else if (c->proto->on_eof != NULL)
-      c->proto->on_eof(c);
-    else
-      grace__conn_close(c);
+    peer_eof(c);
   } else {
     /* As socket reads would: at most the read-ahead's worth is offered at
      * a time, and once the protocol pauses only what fits in the
