@@ -97,16 +97,20 @@ void grace__conn_loop_expire(grace__conn_loop *cl, unsigned list,
   grace__conn_unref(c);
 }
 
-void grace__conn_loop_shutdown(grace__conn_loop *cl) {
+void grace__conn_loop_each(grace__conn_loop *cl, void (*fn)(grace__conn *c)) {
   grace__list *it, *next;
-  cl->shutting_down = 1;
   for (it = cl->conns.next; it != &cl->conns; it = next) {
     grace__conn *c = grace__container_of(it, grace__conn, link);
     grace__conn_ref(c); /* keeps |next| reachable: c stays linked */
-    grace__conn_shutdown(c);
+    fn(c);
     next = it->next;
     grace__conn_unref(c);
   }
+}
+
+void grace__conn_loop_shutdown(grace__conn_loop *cl) {
+  cl->shutting_down = 1;
+  grace__conn_loop_each(cl, grace__conn_shutdown);
 }
 
 unsigned grace__conn_loop_close_all(grace__conn_loop *cl) {

@@ -199,6 +199,10 @@ void grace__conn_loop_expire(grace__conn_loop *cl, unsigned list,
 /* Calls on_shutdown of every connection on |cl| (once). */
 void grace__conn_loop_shutdown(grace__conn_loop *cl);
 
+/* Calls |fn| on every connection on |cl|; |fn| may close the one it is
+ * given. */
+void grace__conn_loop_each(grace__conn_loop *cl, void (*fn)(grace__conn *c));
+
 /* Calls on_force then closes every connection on |cl|; returns the sum of
  * what on_force cut. */
 unsigned grace__conn_loop_close_all(grace__conn_loop *cl);
