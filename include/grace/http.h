@@ -28,7 +28,11 @@
  *  3. idle keep-alive connections, and new connections that have sent
  *     nothing, are closed at once (bytes already received are served
  *     first); every in-flight response carries "Connection: close" and its
- *     connection is closed right after it;
+ *     connection is closed right after it.  With a close spread
+ *     (grace_http_options.close_spread) HTTP/1.1 connections are instead
+ *     closed one by one over that window, each by a response that carries
+ *     "Connection: close", and only what is idle at its end is closed
+ *     unasked; HTTP/2 connections get their GOAWAY at once either way;
  *  4. completion is reported the moment the last connection closes: no
  *     polling interval, no timer tick.
  * grace_http_server_close drops whatever is left.
@@ -108,6 +112,25 @@ typedef struct grace_http_options {
    * client that stops reading is cut (counted in requests_cut).  0
    * disables it.  Default 60 s. */
   grace_duration send_timeout;
+  /* Spreads the closing of HTTP/1.1 keep-alive connections over this long
+   * once a graceful shutdown begins (HAProxy's close-spread-time, Envoy's
+   * drain time), so that an idle connection is not closed under a request
+   * its client is sending at that instant, and clients do not all
+   * reconnect at once.  Each connection gets its own moment in the window
+   * (spread over its first nine tenths); answers that start before it
+   * keep the connection alive as if no shutdown had begun; the first
+   * answer that starts after it carries "Connection: close" and the
+   * connection closes after it.  Requests arriving on an idle connection
+   * during the window are served normally.  At the window's end, every
+   * HTTP/1.1 connection still idle is closed and every answer still to
+   * start carries "Connection: close", as without a spread.  HTTP/2
+   * connections (prior knowledge, gRPC) get their GOAWAY at once whatever
+   * this says.  The timeouts keep running during the window; the drain
+   * still completes the moment the last connection closes (before the
+   * window ends if nothing is left); grace_http_server_close cuts
+   * everything at once.  0 (the default): idle connections are closed
+   * the moment shutdown begins.  Negative is GRACE_EINVAL. */
+  grace_duration close_spread;
   /* Largest request line plus headers; larger gets 431.  Default 64 KiB. */
   size_t max_header_bytes;
   /* Largest request body; larger gets 413.  Default 1 MiB. */

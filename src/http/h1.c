@@ -178,11 +178,23 @@ static int input_pending(const h1 *h) {
   return h->in_read ? h->avail > 0 : h->conn->rlen > 0;
 }
 
+/* Where a graceful shutdown stands for this connection (a GRACE__DRAIN_
+ * value): without a close spread, NOW from its beginning; with one, NONE
+ * until the connection's moment, DUE from it, NOW once the window is
+ * over. */
+static int drain_stage(const h1 *h) {
+  if (!grace__conn_shutting_down(h->conn))
+    return GRACE__DRAIN_NONE;
+  return grace__http_drain_stage(h->srv, h->hl, h->conn->id);
+}
+
 /* The connection has nothing to do: keep it alive, or close it when a
- * shutdown is under way. */
+ * shutdown is draining it (during a close spread an idle connection
+ * stays open until the window ends: closing it could race its client's
+ * next request). */
 static void go_idle(h1 *h) {
   grace__conn *c = h->conn;
-  if (grace__conn_shutting_down(c)) {
+  if (drain_stage(h) == GRACE__DRAIN_NOW) {
     atomic_fetch_add(&c->reg->idle_closed, 1);
     grace__conn_end(c, 0);
     return;
@@ -193,18 +205,22 @@ static void go_idle(h1 *h) {
 
 /* Whether the answer to |req| closes the connection.  During shutdown
  * the last answer carries Connection: close; a request already pipelined
- * behind it is served first.  A body the handler did not read to its end
- * leaves the connection unreadable. */
-static int must_close_now(const h1 *h, const grace_http_request *req) {
+ * behind it is served first.  Shutdown counts from drain stage |stage|:
+ * GRACE__DRAIN_DUE when the answer starts (the first one to start after
+ * the connection's moment in the close spread closes it), _NOW at the end
+ * of a streamed answer (one that started keep-alive before that moment
+ * stays so unless the window ended meanwhile).  A body the handler did not
+ * read to its end leaves the connection unreadable. */
+static int must_close_now(const h1 *h, const grace_http_request *req,
+                          int stage) {
   /* While a streamed body is open, the input pending is that body, not a
    * pipelined request to serve first. */
   return !req->keep_alive || h->eof ||
-         (grace__conn_shutting_down(h->conn) &&
-          (h->body_open || !input_pending(h)));
+         (drain_stage(h) >= stage && (h->body_open || !input_pending(h)));
 }
 
-static int must_close(const h1 *h, const grace_http_request *req) {
-  return must_close_now(h, req) || h->body_open;
+static int must_close(const h1 *h, const grace_http_request *req, int stage) {
+  return must_close_now(h, req, stage) || h->body_open;
 }
 
 /* The answer to |req| is written: the next request, idle, or the end. */
@@ -254,7 +270,7 @@ static void h1_finish(grace_http_request *req) {
     grace__conn_close(h->conn);
     return;
   }
-  int close = must_close(h, req);
+  int close = must_close(h, req, GRACE__DRAIN_DUE);
   if (write_answer(h, req, close) != 0) {
     h->req = NULL;
     grace__req_done(req);
@@ -284,7 +300,7 @@ static int h1_start(grace_http_request *req) {
    * h1_end closes then if it did not (a delimited answer may be followed
    * by a close without "Connection: close"). */
   req->resp_close =
-      (uint8_t)(must_close_now(h, req) ||
+      (uint8_t)(must_close_now(h, req, GRACE__DRAIN_DUE) ||
                 (!req->resp_chunked && !grace__status_no_body(status)));
   n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\nDate: %s\r\n%s%s", status,
                grace_http_status_text(status),
@@ -351,7 +367,7 @@ static void h1_end(grace_http_request *req) {
       return;
     }
   }
-  after_answer(h, req, req->resp_close || must_close(h, req));
+  after_answer(h, req, req->resp_close || must_close(h, req, GRACE__DRAIN_NOW));
 }
 
 /* The handler reads its streamed body: what the transport holds is
@@ -687,6 +703,8 @@ static void h1_on_timer(grace__conn *c, unsigned list) {
 static void h1_on_shutdown(grace__conn *c) {
   h1 *h = c->pdata;
   h->conn = c;
+  if (drain_stage(h) != GRACE__DRAIN_NOW)
+    return; /* a close spread: its answers say when (must_close_now) */
   if (h->phase != P_IDLE || h->waiting_flush)
     return; /* its answer will carry Connection: close */
   /* New or idle: serve the bytes it has already sent, else close. */
@@ -701,6 +719,13 @@ static void h1_on_shutdown(grace__conn *c) {
     return;
   atomic_fetch_add(&c->reg->idle_closed, 1);
   grace__conn_end(c, 0);
+}
+
+void grace__h1_spread_over(grace__conn *c) {
+  if (c->proto != &grace__h1_proto || grace__conn_closing(c) ||
+      !grace__conn_shutting_down(c))
+    return;
+  h1_on_shutdown(c);
 }
 
 static unsigned h1_on_force(grace__conn *c) {

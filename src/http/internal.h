@@ -24,6 +24,7 @@
 
 #include <uv.h>
 
+#include "core/clock_int.h"
 #include "grace/http.h"
 #include "http/h2.h"
 #include "http/stream.h"
@@ -73,7 +74,23 @@ typedef struct grace__http_loop {
   grace__conn_loop cl;
   char date[40]; /* cached Date header value */
   int64_t date_sec;
+  /* The end of the close spread's window on this loop (one timer for
+   * every connection); spread_over once it fired. */
+  uv_timer_t spread_timer;
+  uint8_t spread_over;
 } grace__http_loop;
+
+/* Where a graceful shutdown stands for one HTTP/1.1 connection
+ * (grace__http_drain_stage). */
+enum {
+  GRACE__DRAIN_NONE = 0, /* none began, or the close spread has not reached
+                          * the connection yet: answers keep it alive */
+  GRACE__DRAIN_DUE,      /* its moment in the close spread passed: its next
+                          * answer carries Connection: close, but idle it
+                          * stays open */
+  GRACE__DRAIN_NOW       /* draining (no spread, or its window is over):
+                          * idle, it is closed at once */
+};
 
 typedef struct grace__wait_write grace__wait_write;
 
@@ -178,6 +195,15 @@ struct grace_http_server {
   atomic_int listeners_closed;
   atomic_int drained;
   atomic_int closed;
+  /* The close spread (opts.close_spread, raised by
+   * grace__http_server_set_close_spread until shutdown begins), and the
+   * window the shutdown opened: spread_len long from spread_begin (server
+   * clock); written before the loops learn of the shutdown, read only
+   * after it. */
+  _Atomic grace_duration close_spread;
+  int64_t spread_begin;
+  grace_duration spread_len;
+  grace__clock clock; /* grace_now unless a test installs one */
   grace_ctx *shutdown_ctx;
   grace_ctx *force_ctx;
   int drained_fd;
@@ -193,6 +219,41 @@ struct grace_http_server {
   atomic_uint_fast64_t st_requests, st_inflight;
 };
 
+/* ---- server.c: the close spread ----------------------------------------- */
+
+/*
+ * Raises the close spread of |srv| to |d| if |d| is larger (another module,
+ * such as a zero-downtime upgrader, asks for one just before it begins a
+ * drain).  Any thread, before grace_http_server_shutdown_begin; later
+ * calls do not change a shutdown that has begun.
+ */
+void grace__http_server_set_close_spread(grace_http_server *srv,
+                                         grace_duration d);
+
+/* Installs the clock the close spread reads (tests); before the shutdown
+ * begins. */
+void grace__http_server_set_clock(grace_http_server *srv,
+                                  const grace__clock *clock);
+
+/* Opens the close spread's window now (grace_http_server_shutdown_begin
+ * calls it; a test of a server never started calls it itself before it
+ * shuts its memory connections down). */
+void grace__http_spread_begin(grace_http_server *srv);
+
+/* Where HTTP/1.1 connection |conn_id| of |srv| on |hl| (NULL: a memory
+ * connection) stands once the graceful shutdown has reached it:
+ * GRACE__DRAIN_NONE before its moment in the close spread, _DUE from it,
+ * _NOW once the window is over or when there is no spread. */
+int grace__http_drain_stage(const grace_http_server *srv,
+                            const grace__http_loop *hl, uint64_t conn_id);
+
+/* How long after the window opens the moment of connection |conn_id|
+ * comes: spread over the window's first nine tenths by the golden ratio
+ * (consecutive connections fall far apart), so the last tenth leaves a
+ * busy connection time to be told before idle ones are closed. */
+grace_duration grace__http_spread_offset(const grace_http_server *srv,
+                                         uint64_t conn_id);
+
 /* ---- h1.c: HTTP/1.1 on a connection ------------------------------------- */
 
 /* The protocol every accepted connection starts with; it switches to
@@ -202,6 +263,11 @@ extern const grace__conn_proto grace__h1_proto;
 /* The HTTP/1.1 state of a new connection of |srv| on |hl| (NULL: a
  * memory connection with no loop).  Returns NULL when out of memory. */
 void *grace__h1_new(grace_http_server *srv, grace__http_loop *hl);
+
+/* The close spread's window is over: |c|, if it speaks HTTP/1.1 and is
+ * shutting down, is drained as a shutdown without a spread drains it at
+ * once (idle: served what it sent, else closed). */
+void grace__h1_spread_over(grace__conn *c);
 
 /* ---- h2conn.c: HTTP/2 on a connection (prior knowledge, RFC 9113 3.3) -- */
 

@@ -32,9 +32,81 @@ void grace_http_options_init(grace_http_options *opts) {
   opts->idle_timeout = 120 * GRACE_SECOND;
   opts->body_timeout = 60 * GRACE_SECOND;
   opts->send_timeout = 60 * GRACE_SECOND;
+  opts->close_spread = 0; /* idle connections close at once */
   opts->max_header_bytes = 64 * 1024;
   opts->max_body_bytes = 1024 * 1024;
   opts->backlog = 511;
+}
+
+/* ---- the close spread ------------------------------------------------------
+ */
+
+static int64_t spread_now(const grace_http_server *srv) {
+  return srv->clock.now != NULL ? srv->clock.now(srv->clock.data) : grace_now();
+}
+
+void grace__http_server_set_close_spread(grace_http_server *srv,
+                                         grace_duration d) {
+  grace_duration cur = atomic_load(&srv->close_spread);
+  while (d > cur &&
+         !atomic_compare_exchange_weak(&srv->close_spread, &cur, d)) {
+  }
+}
+
+void grace__http_server_set_clock(grace_http_server *srv,
+                                  const grace__clock *clock) {
+  srv->clock = *clock;
+}
+
+void grace__http_spread_begin(grace_http_server *srv) {
+  srv->spread_len = atomic_load(&srv->close_spread);
+  srv->spread_begin = spread_now(srv);
+}
+
+grace_duration grace__http_spread_offset(const grace_http_server *srv,
+                                         uint64_t conn_id) {
+  /* The fractional parts of id * (golden ratio) (Fibonacci hashing):
+   * equidistributed, and any run of consecutive ids lands spread out. */
+  uint64_t mix = conn_id * UINT64_C(0x9E3779B97F4A7C15);
+  double frac = (double)(mix >> 11) * 0x1p-53; /* [0, 1) */
+  return (grace_duration)((double)srv->spread_len * 0.9 * frac);
+}
+
+int grace__http_drain_stage(const grace_http_server *srv,
+                            const grace__http_loop *hl, uint64_t conn_id) {
+  if (srv->spread_len <= 0 || (hl != NULL && hl->spread_over))
+    return GRACE__DRAIN_NOW;
+  int64_t elapsed = spread_now(srv) - srv->spread_begin;
+  if (elapsed >= srv->spread_len)
+    return GRACE__DRAIN_NOW;
+  return elapsed >= grace__http_spread_offset(srv, conn_id) ? GRACE__DRAIN_DUE
+                                                            : GRACE__DRAIN_NONE;
+}
+
+/* The window is over on this loop: every HTTP/1.1 connection still open
+ * is drained as without a spread. */
+static void on_spread_over(uv_timer_t *t) {
+  grace__http_loop *hl = t->data;
+  hl->spread_over = 1;
+  if (!hl->cl.closing)
+    grace__conn_loop_each(&hl->cl, grace__h1_spread_over);
+}
+
+/* A graceful shutdown reached this loop: arms the end of the window (or
+ * ends it now if it is over already). */
+static void spread_start(grace__http_loop *hl) {
+  grace_http_server *srv = hl->srv;
+  if (srv->spread_len <= 0)
+    return;
+  grace_duration left = srv->spread_len - (spread_now(srv) - srv->spread_begin);
+  if (left <= 0) {
+    hl->spread_over = 1;
+    return;
+  }
+  /* Rounded up; whenever it fires, spread_over ends the window on this
+   * loop (the loop's time may lag the server clock a little). */
+  uint64_t ms = (uint64_t)((left + GRACE_MILLISECOND - 1) / GRACE_MILLISECOND);
+  uv_timer_start(&hl->spread_timer, on_spread_over, ms, 0);
 }
 
 /* ---- connections ----------------------------------------------------------
@@ -117,6 +189,10 @@ static int on_open(grace__loop *loop) {
   int orv = grace__conn_loop_open(cl);
   if (orv != 0)
     return orv;
+  orv = uv_timer_init(&loop->uv, &hl->spread_timer);
+  if (orv != 0)
+    return orv;
+  hl->spread_timer.data = hl;
   grace__conn_loop_timeout(cl, GRACE__TL_HEADER,
                            ms(srv->opts.read_header_timeout));
   grace__conn_loop_timeout(cl, GRACE__TL_IDLE, ms(srv->opts.idle_timeout));
@@ -160,6 +236,7 @@ static void on_events(grace__loop *loop, unsigned bits) {
       close_listeners(srv, 1);
       maybe_drained(srv);
     }
+    spread_start(hl);
     grace__conn_loop_shutdown(&hl->cl);
   }
   if ((bits & GRACE__EV_CLOSE) && !hl->cl.closing) {
@@ -204,7 +281,7 @@ int grace_http_server_new(const grace_http_options *opts,
     grace_http_options_init(&srv->opts);
   if (srv->opts.read_header_timeout < 0 || srv->opts.idle_timeout < 0 ||
       srv->opts.body_timeout < 0 || srv->opts.send_timeout < 0 ||
-      srv->opts.max_header_bytes < 256 ||
+      srv->opts.close_spread < 0 || srv->opts.max_header_bytes < 256 ||
       srv->opts.max_header_bytes > (1u << 30) ||
       srv->opts.max_body_bytes > (1u << 30) || srv->opts.backlog < 0) {
     free(srv);
@@ -235,6 +312,7 @@ int grace_http_server_new(const grace_http_options *opts,
     rv = GRACE_ENOMEM;
     goto fail_force_ctx;
   }
+  atomic_init(&srv->close_spread, srv->opts.close_spread);
   srv->reg.on_state = on_conn_state;
   srv->reg.on_gone = on_conn_gone;
   srv->reg.data = srv;
@@ -415,6 +493,9 @@ int grace_http_server_shutdown_begin(grace_http_server *srv,
   }
   srv->drained_cb = drained;
   srv->drained_data = data;
+  /* Before the loops learn of the shutdown (grace__loop_raise orders it
+   * before their reads). */
+  grace__http_spread_begin(srv);
   atomic_store(&srv->shutdown, 1);
   pthread_mutex_unlock(&srv->lock);
 
