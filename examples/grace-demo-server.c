@@ -100,6 +100,7 @@ int main(int argc, char **argv) {
   grace_duration delay = 0, timeout = 0, interval = GRACE_SECOND;
   grace_duration body_timeout = 60 * GRACE_SECOND;
   grace_duration send_timeout = 60 * GRACE_SECOND;
+  grace_duration close_spread = 0;
   syncer sy = {.work = 0, .cleanup = 0};
   int64_t loops = 0;
   char err[512];
@@ -129,6 +130,11 @@ int main(int argc, char **argv) {
       grace_flags_duration(flags, "send-timeout", &send_timeout,
                            "longest pause between two writes that make "
                            "progress (HTTP and gRPC)") != 0 ||
+      grace_flags_duration(flags, "close-spread", &close_spread,
+                           "spread the closing of idle HTTP/1.1 keep-alive "
+                           "connections over this long at shutdown: each "
+                           "connection's next response says Connection: close "
+                           "(0: close idle connections at once)") != 0 ||
       grace_flags_duration(flags, "interval", &interval,
                            "time between two Syncer ticks") != 0 ||
       grace_flags_duration(flags, "tick-work", &sy.work,
@@ -142,10 +148,11 @@ int main(int argc, char **argv) {
   grace_flags_parse_or_exit(flags, argc, argv);
   grace_flags_free(flags);
   if (delay < 0 || timeout < 0 || loops < 0 || loops > 256 || interval <= 0 ||
-      sy.work < 0 || sy.cleanup < 0 || body_timeout < 0 || send_timeout < 0) {
+      sy.work < 0 || sy.cleanup < 0 || body_timeout < 0 || send_timeout < 0 ||
+      close_spread < 0) {
     fprintf(stderr, "invalid -shutdown-delay, -shutdown-timeout, -loops, "
-                    "-interval, -tick-work, -cleanup, -body-timeout or "
-                    "-send-timeout\n");
+                    "-interval, -tick-work, -cleanup, -body-timeout, "
+                    "-send-timeout or -close-spread\n");
     return 2;
   }
   if (timeout == 0) {
@@ -181,6 +188,7 @@ int main(int argc, char **argv) {
   hopts.loops = (unsigned)loops;
   hopts.body_timeout = body_timeout;
   hopts.send_timeout = send_timeout;
+  hopts.close_spread = close_spread;
   grace_http_server *srv;
   rv = grace_http_server_new(&hopts, &srv);
   if (rv != 0)
@@ -195,6 +203,7 @@ int main(int argc, char **argv) {
   gropts.http.loops = (unsigned)loops;
   gropts.http.body_timeout = body_timeout;
   gropts.http.send_timeout = send_timeout;
+  gropts.http.close_spread = close_spread;
   grace_grpc_server *gsrv;
   rv = grace_grpc_server_new(&gropts, &gsrv);
   if (rv != 0)

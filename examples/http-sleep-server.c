@@ -56,6 +56,11 @@ int main(int argc, char **argv) {
                        "longest pause between two reads of a request body");
   grace_flags_duration(flags, "send-timeout", &opts.send_timeout,
                        "longest pause between two writes that make progress");
+  grace_flags_duration(flags, "close-spread", &opts.close_spread,
+                       "spread the closing of idle HTTP/1.1 keep-alive "
+                       "connections over this long at shutdown: each "
+                       "connection's next response says Connection: close "
+                       "(0: close idle connections at once)");
   grace_flags_int(flags, "max-header-bytes", &max_header,
                   "largest request head (431 above)");
   grace_flags_int(flags, "max-body-bytes", &max_body,
@@ -66,8 +71,10 @@ int main(int argc, char **argv) {
                   "event-loop threads (0: one per core)");
   grace_flags_parse_or_exit(flags, argc, argv);
   grace_flags_free(flags);
-  if (loops < 0 || loops > 256 || max_header < 256 || max_body < 0) {
-    fprintf(stderr, "invalid -loops, -max-header-bytes or -max-body-bytes\n");
+  if (loops < 0 || loops > 256 || max_header < 256 || max_body < 0 ||
+      opts.close_spread < 0) {
+    fprintf(stderr, "invalid -loops, -max-header-bytes, -max-body-bytes or "
+                    "-close-spread\n");
     return 2;
   }
   opts.loops = (unsigned)loops;
