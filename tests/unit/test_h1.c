@@ -20,6 +20,8 @@
 #include "http/internal.h"
 #include "net/conn.h"
 
+#include "fake_clock.h"
+
 /* ---- the server and its handler --------------------------------------------
  */
 
@@ -601,6 +603,242 @@ static void force_of_an_idle_connection_cuts_nothing(void **state) {
   grace__conn_mem_free(c);
 }
 
+/* ---- the close spread
+ * ------------------------------------------------------------ */
+
+#define SPREAD GRACE_SECOND
+/* A connection id whose moment falls well inside the window. */
+#define SPREAD_ID 8
+
+static fake_clock fclock;
+
+/* Gives |srv| a close spread of SPREAD read from a manual clock, and opens
+ * its window (what grace_http_server_shutdown_begin does) at FC_START. */
+static void begin_spread(void) {
+  fc_init(&fclock);
+  grace__clock clk = fc_clock(&fclock);
+  grace__http_server_set_clock(srv, &clk);
+  grace__http_server_set_close_spread(srv, SPREAD);
+  grace__http_spread_begin(srv);
+}
+
+/* Sets the manual clock to |at| after the window opened. */
+static void clock_at(grace_duration at) {
+  pthread_mutex_lock(&fclock.mu);
+  fclock.now = FC_START + at;
+  pthread_mutex_unlock(&fclock.mu);
+}
+
+/* The moment of |c| in the window, checked to be strictly inside it. */
+static grace_duration moment_of(const grace__conn *c) {
+  grace_duration m = grace__http_spread_offset(srv, c->id);
+  assert_true(m > GRACE_MILLISECOND && m < SPREAD);
+  return m;
+}
+
+static void
+close_spread_option_defaults_to_0_and_refuses_negative(void **state) {
+  grace_http_options opts;
+  grace_http_server *other;
+  (void)state;
+  grace_http_options_init(&opts);
+  assert_int_equal(opts.close_spread, 0);
+  opts.close_spread = -1;
+  assert_int_equal(grace_http_server_new(&opts, &other), GRACE_EINVAL);
+  opts.close_spread = 2 * GRACE_SECOND;
+  assert_int_equal(grace_http_server_new(&opts, &other), 0);
+  /* The internal setter only raises it. */
+  grace__http_server_set_close_spread(other, GRACE_SECOND);
+  assert_int_equal(atomic_load(&other->close_spread), 2 * GRACE_SECOND);
+  grace__http_server_set_close_spread(other, 3 * GRACE_SECOND);
+  assert_int_equal(atomic_load(&other->close_spread), 3 * GRACE_SECOND);
+  grace_http_server_free(other);
+}
+
+static void close_spread_moments_fall_apart_in_the_window(void **state) {
+  grace_duration m[64];
+  (void)state;
+  begin_spread();
+  for (uint64_t id = 1; id <= 64; id++) {
+    m[id - 1] = grace__http_spread_offset(srv, id);
+    /* In the window's first nine tenths. */
+    assert_true(m[id - 1] >= 0 && m[id - 1] < SPREAD * 9 / 10);
+  }
+  /* Consecutive connections are far apart: no two of the first 8 within
+   * a twentieth of the window of each other. */
+  for (int i = 0; i < 8; i++)
+    for (int j = i + 1; j < 8; j++) {
+      grace_duration d = m[i] > m[j] ? m[i] - m[j] : m[j] - m[i];
+      assert_true(d > SPREAD / 20);
+    }
+  fc_destroy(&fclock);
+}
+
+static void
+close_spread_keeps_an_idle_connection_alive_until_its_moment(void **state) {
+  answer_t a;
+  (void)state;
+  grace__conn *c = open_conn(SIZE_MAX);
+  c->id = SPREAD_ID;
+  send_str(c, GET("/before"));
+  expect_one(c, 200, &a);
+  begin_spread();
+  grace_duration moment = moment_of(c);
+  /* The shutdown begins: the idle connection is not closed. */
+  grace__conn_shutdown(c);
+  assert_false(grace__conn_closing(c));
+  assert_int_equal(c->state, GRACE__CS_IDLE);
+  /* A request before its moment is served and keeps it alive. */
+  clock_at(moment - GRACE_MILLISECOND);
+  send_str(c, GET("/during"));
+  expect_one(c, 200, &a);
+  assert_memory_equal(a.body, "GET /during ", a.blen);
+  assert_null(strstr(a.head, "Connection"));
+  assert_false(grace__conn_closing(c));
+  assert_int_equal(c->state, GRACE__CS_IDLE);
+  /* The first answer that starts at or after it says close, and the
+   * connection closes after it. */
+  clock_at(moment);
+  send_str(c, GET("/after"));
+  expect_one(c, 200, &a);
+  assert_memory_equal(a.body, "GET /after ", a.blen);
+  assert_non_null(strstr(a.head, "\r\nConnection: close\r\n"));
+  assert_true(is_closed(c));
+  assert_int_equal(atomic_load(&srv->reg.idle_closed), 0);
+  assert_int_equal(handled, 3);
+  grace__conn_mem_free(c);
+  fc_destroy(&fclock);
+}
+
+static void
+close_spread_closes_idle_connections_when_the_window_ends(void **state) {
+  answer_t a;
+  (void)state;
+  /* Served then idle, and new (no byte sent). */
+  grace__conn *idle = open_conn(SIZE_MAX);
+  idle->id = SPREAD_ID;
+  send_str(idle, GET("/"));
+  expect_one(idle, 200, &a);
+  grace__conn *fresh = open_conn(SIZE_MAX);
+  fresh->id = SPREAD_ID + 1;
+  begin_spread();
+  grace__conn_shutdown(idle);
+  grace__conn_shutdown(fresh);
+  assert_false(grace__conn_closing(idle));
+  assert_false(grace__conn_closing(fresh));
+  /* Past their moments, idle, they stay open until the window ends. */
+  clock_at(SPREAD - GRACE_MILLISECOND);
+  grace__h1_spread_over(idle); /* (the loop's timer would not fire yet) */
+  assert_false(grace__conn_closing(idle));
+  /* What the loop's timer does at the window's end. */
+  clock_at(SPREAD);
+  grace__h1_spread_over(idle);
+  grace__h1_spread_over(fresh);
+  assert_true(is_closed(idle));
+  assert_true(is_closed(fresh));
+  size_t len;
+  grace__conn_mem_output(idle, &len);
+  assert_int_equal(len, 0); /* closed without another byte */
+  assert_int_equal(atomic_load(&srv->reg.idle_closed), 2);
+  grace__conn_mem_free(idle);
+  grace__conn_mem_free(fresh);
+  fc_destroy(&fclock);
+}
+
+static void
+close_spread_serves_requests_in_flight_and_ends_with_close(void **state) {
+  answer_t a;
+  (void)state;
+  hold = 1;
+  grace__conn *early = open_conn(SIZE_MAX);
+  early->id = SPREAD_ID;
+  grace__conn *late = open_conn(SIZE_MAX);
+  late->id = SPREAD_ID;
+  send_str(early, GET("/early"));
+  send_str(late, GET("/late"));
+  assert_int_equal(nheld, 2);
+  begin_spread();
+  grace__conn_shutdown(early);
+  grace__conn_shutdown(late);
+  /* Answered before the connection's moment: kept alive. */
+  clock_at(moment_of(early) / 2);
+  answer_held();
+  expect_one(early, 200, &a);
+  assert_null(strstr(a.head, "Connection"));
+  assert_false(grace__conn_closing(early));
+  /* The window ends with a request in flight: not cut; its answer says
+   * close. */
+  clock_at(SPREAD);
+  grace__h1_spread_over(late);
+  assert_false(grace__conn_closing(late));
+  answer_held();
+  expect_one(late, 200, &a);
+  assert_non_null(strstr(a.head, "\r\nConnection: close\r\n"));
+  assert_true(is_closed(late));
+  /* And the idle one is closed now. */
+  grace__h1_spread_over(early);
+  assert_true(is_closed(early));
+  assert_int_equal(cancels, 0);
+  grace__conn_mem_free(early);
+  grace__conn_mem_free(late);
+  fc_destroy(&fclock);
+}
+
+static void close_spread_streamed_answer_started_before_the_moment_stays_open(
+    void **state) {
+  size_t len;
+  answer_t a;
+  (void)state;
+  hold = 1;
+  grace__conn *c = open_conn(SIZE_MAX);
+  c->id = SPREAD_ID;
+  send_str(c, GET("/stream"));
+  assert_int_equal(nheld, 1);
+  grace_http_request *req = held[0];
+  nheld = 0;
+  begin_spread();
+  grace__conn_shutdown(c);
+  grace_duration moment = moment_of(c);
+  /* It starts before the moment (keep-alive announced) and ends after. */
+  clock_at(moment - GRACE_MILLISECOND);
+  assert_int_equal(grace_http_response_start(req, 200), 0);
+  assert_int_equal(grace_http_response_write(req, "abc", 3), 0);
+  clock_at(moment);
+  assert_int_equal(grace_http_response_end(req), 0);
+  char *out = output(c);
+  assert_non_null(strstr(out, "\r\nTransfer-Encoding: chunked\r\n"));
+  assert_null(strstr(out, "Connection"));
+  assert_non_null(strstr(out, "\r\n\r\n3\r\nabc\r\n0\r\n\r\n"));
+  grace__conn_mem_output(c, &len);
+  grace__conn_mem_take(c, len);
+  free(out);
+  assert_false(grace__conn_closing(c));
+  /* The next answer starts after the moment: it closes. */
+  hold = 0;
+  send_str(c, GET("/next"));
+  expect_one(c, 200, &a);
+  assert_non_null(strstr(a.head, "\r\nConnection: close\r\n"));
+  assert_true(is_closed(c));
+  grace__conn_mem_free(c);
+  fc_destroy(&fclock);
+}
+
+static void no_close_spread_keeps_the_shutdown_at_once(void **state) {
+  answer_t a;
+  (void)state;
+  /* The window opens with no spread: an idle connection closes at once,
+   * whatever its moment would have been. */
+  grace__conn *c = open_conn(SIZE_MAX);
+  c->id = SPREAD_ID;
+  send_str(c, GET("/"));
+  expect_one(c, 200, &a);
+  grace__http_spread_begin(srv);
+  grace__conn_shutdown(c);
+  assert_true(is_closed(c));
+  assert_int_equal(atomic_load(&srv->reg.idle_closed), 1);
+  grace__conn_mem_free(c);
+}
+
 /* ---- what the answer carries
  * ---------------------------------------------------- */
 
@@ -673,6 +911,13 @@ int main(void) {
       T(shutdown_answers_a_held_request_with_close),
       T(force_cuts_a_held_request_and_cancels_it),
       T(force_of_an_idle_connection_cuts_nothing),
+      T(close_spread_option_defaults_to_0_and_refuses_negative),
+      T(close_spread_moments_fall_apart_in_the_window),
+      T(close_spread_keeps_an_idle_connection_alive_until_its_moment),
+      T(close_spread_closes_idle_connections_when_the_window_ends),
+      T(close_spread_serves_requests_in_flight_and_ends_with_close),
+      T(close_spread_streamed_answer_started_before_the_moment_stays_open),
+      T(no_close_spread_keeps_the_shutdown_at_once),
       T(handler_framing_fields_are_not_sent),
       T(no_body_statuses_send_no_body_and_no_length),
       T(statuses_outside_200_to_599_become_500),

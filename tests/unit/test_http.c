@@ -495,6 +495,121 @@ static void test_graceful_shutdown(void **state) {
   grace_http_server_free(srv);
 }
 
+/* With a close spread, idle keep-alive connections stay open through the
+ * window (one timer per loop ends it), a request in it is served, and the
+ * drain completes the moment the window's end closes them. */
+static void test_close_spread_closes_idle_at_window_end(void **state) {
+  (void)state;
+  held h = {0};
+  drained_flag d = {0};
+  grace_http_options opts;
+  grace_http_options_init(&opts);
+  opts.loops = 2;
+  opts.close_spread = 500 * GRACE_MILLISECOND;
+  grace_http_server *srv = start_server(&opts, &h);
+  int port = grace_http_server_port(srv, 0);
+  char buf[4096];
+
+  /* Three idle keep-alive connections, over both loops. */
+  int fds[3];
+  for (int i = 0; i < 3; i++) {
+    fds[i] = dial(port);
+    send_str(fds[i], "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    recv_until(fds[i], buf, sizeof(buf), "hello\n", 2000);
+    assert_non_null(strstr(buf, "200 OK"));
+  }
+  int64_t t0 = now_ms();
+  assert_int_equal(grace_http_server_shutdown_begin(srv, on_drained, &d), 0);
+  assert_int_equal(dial(port), -ECONNREFUSED);
+  /* A request on one of them during the window is served. */
+  send_str(fds[2], "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  recv_until(fds[2], buf, sizeof(buf), "hello\n", 2000);
+  assert_non_null(strstr(buf, "200 OK"));
+  /* The idle ones are closed when the window ends, not before. */
+  for (int i = 0; i < 2; i++) {
+    assert_true(peer_closed(fds[i], 3000));
+    int64_t dt = now_ms() - t0;
+    assert_true(dt >= 490 && dt < 2000);
+    close(fds[i]);
+  }
+  assert_true(peer_closed(fds[2], 3000));
+  close(fds[2]);
+  struct pollfd p = {.fd = grace_http_server_drained_fd(srv),
+                     .events = POLLIN};
+  assert_int_equal(poll(&p, 1, 1000), 1);
+  int64_t at = __atomic_load_n(&d.at, __ATOMIC_ACQUIRE);
+  assert_true(at - t0 >= 490 && at - t0 < 2000);
+  assert_int_equal(grace_http_server_shutdown(srv, NULL), 0);
+  grace_http_stats st;
+  grace_http_server_stats(srv, &st);
+  assert_true(st.idle_closed_on_shutdown >= 2);
+  grace_http_server_free(srv);
+}
+
+/* A long close spread does not hold the drain once nothing is left: the
+ * idle timeout still runs in the window, and the drain completes when the
+ * last connection closes. */
+static void test_close_spread_does_not_hold_the_drain(void **state) {
+  (void)state;
+  held h = {0};
+  drained_flag d = {0};
+  grace_http_options opts;
+  grace_http_options_init(&opts);
+  opts.close_spread = 60 * GRACE_SECOND;
+  opts.idle_timeout = 300 * GRACE_MILLISECOND;
+  grace_http_server *srv = start_server(&opts, &h);
+  int port = grace_http_server_port(srv, 0);
+  char buf[4096];
+
+  int gone = dial(port), idle = dial(port);
+  send_str(gone, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  recv_until(gone, buf, sizeof(buf), "hello\n", 2000);
+  send_str(idle, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  recv_until(idle, buf, sizeof(buf), "hello\n", 2000);
+  int64_t t_idle = now_ms();
+  assert_int_equal(grace_http_server_shutdown_begin(srv, on_drained, &d), 0);
+  close(gone); /* the client leaves */
+  assert_true(peer_closed(idle, 3000));
+  int64_t t_closed = now_ms();
+  assert_true(t_closed - t_idle >= 250 && t_closed - t_idle < 2000);
+  close(idle);
+  struct pollfd p = {.fd = grace_http_server_drained_fd(srv),
+                     .events = POLLIN};
+  assert_int_equal(poll(&p, 1, 1000), 1);
+  int64_t at = __atomic_load_n(&d.at, __ATOMIC_ACQUIRE);
+  assert_true(at > 0 && at - t_closed < 500);
+  assert_int_equal(grace_http_server_shutdown(srv, NULL), 0);
+  grace_http_server_free(srv);
+}
+
+/* grace_http_server_close during a close spread cuts everything at once. */
+static void test_close_spread_close_cuts_at_once(void **state) {
+  (void)state;
+  held h = {0};
+  grace_http_options opts;
+  grace_http_options_init(&opts);
+  opts.close_spread = 60 * GRACE_SECOND;
+  grace_http_server *srv = start_server(&opts, &h);
+  int port = grace_http_server_port(srv, 0);
+  char buf[4096];
+
+  int idle = dial(port), busy = dial(port);
+  send_str(idle, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  recv_until(idle, buf, sizeof(buf), "hello\n", 2000);
+  send_str(busy, "GET /holdc HTTP/1.1\r\nHost: x\r\n\r\n");
+  wait_held(&h);
+  assert_int_equal(grace_http_server_shutdown_begin(srv, NULL, NULL), 0);
+  int64_t t0 = now_ms();
+  assert_int_equal(grace_http_server_close(srv), 1);
+  assert_true(peer_closed(idle, 1000));
+  assert_true(peer_closed(busy, 1000));
+  assert_true(now_ms() - t0 < 1000);
+  assert_int_equal(__atomic_load_n(&h.cancelled, __ATOMIC_ACQUIRE), 1);
+  close(idle);
+  close(busy);
+  grace_http_server_free(srv);
+}
+
 static void test_shutdown_deadline_then_close(void **state) {
   (void)state;
   held h = {0};
@@ -887,6 +1002,9 @@ int main(void) {
       cmocka_unit_test(test_timeouts),
       cmocka_unit_test(test_graceful_shutdown),
       cmocka_unit_test(test_shutdown_deadline_then_close),
+      cmocka_unit_test(test_close_spread_closes_idle_at_window_end),
+      cmocka_unit_test(test_close_spread_does_not_hold_the_drain),
+      cmocka_unit_test(test_close_spread_close_cuts_at_once),
       cmocka_unit_test(test_client_gone_cancels),
       cmocka_unit_test(test_answer_from_other_thread),
       cmocka_unit_test(test_run_blocking_keeps_loop_free),
