@@ -20,6 +20,13 @@
  * it serves the sockets it was given instead of -addr: those named "grpc"
  * (FileDescriptorName=grpc) serve gRPC, the others HTTP.
  *
+ * SIGUSR2 (or `grace-upgrade -socket <-upgrade-socket>`) is a zero-downtime
+ * upgrade: the binary at this program's path starts with the same
+ * arguments on the same listening sockets; once it serves, this process
+ * stops accepting and drains (no not-ready phase, no delay: the endpoint
+ * stays up), then exits 0.  A new process that fails before it is ready
+ * is killed and this one goes on serving (see grace/upgrade.h).
+ *
  *   grace-demo-server -addr :8000 -grpc-addr :50051 -shutdown-delay 5s \
  *       -shutdown-timeout 25s -interval 1s -cleanup 2s
  */
@@ -37,6 +44,7 @@
 #include "grace/log.h"
 #include "grace/signal.h"
 #include "grace/systemd.h"
+#include "grace/upgrade.h"
 #include "grace/worker.h"
 
 #include "greeter_handler.h"
@@ -97,6 +105,9 @@ static int bad_addr(const char *flag, const char *addr) {
 
 int main(int argc, char **argv) {
   const char *addr = ":8000", *grpc_addr = ":50051";
+  const char *pidfile = NULL, *upgrade_socket = NULL;
+  grace_duration upgrade_timeout = 0;
+  bool fdstore = false;
   grace_duration delay = 0, timeout = 0, interval = GRACE_SECOND;
   grace_duration body_timeout = 60 * GRACE_SECOND;
   grace_duration send_timeout = 60 * GRACE_SECOND;
@@ -104,7 +115,6 @@ int main(int argc, char **argv) {
   syncer sy = {.work = 0, .cleanup = 0};
   int64_t loops = 0;
   char err[512];
-  char **fdnames = NULL;
   int rv, code = 2;
 
   grace_flags *flags = grace_flags_new(argv[0]);
@@ -143,16 +153,28 @@ int main(int argc, char **argv) {
                            "how long the Syncer's cleanup at stop takes") !=
           0 ||
       grace_flags_int(flags, "loops", &loops,
-                      "event-loop threads per server (0: one per core)") != 0)
+                      "event-loop threads per server (0: one per core)") != 0 ||
+      grace_flags_string(flags, "pidfile", &pidfile,
+                         "write the PID of the process that accepts to this "
+                         "file (rewritten by an upgrade)") != 0 ||
+      grace_flags_string(flags, "upgrade-socket", &upgrade_socket,
+                         "Unix socket where grace-upgrade asks for an "
+                         "upgrade") != 0 ||
+      grace_flags_duration(flags, "upgrade-timeout", &upgrade_timeout,
+                           "how long an upgrade's new process may take to "
+                           "be ready (0: 30s)") != 0 ||
+      grace_flags_bool(flags, "fdstore", &fdstore,
+                       "also keep the listeners in systemd's file "
+                       "descriptor store (FDSTORE=1)") != 0)
     grace_log_fatal("cannot register the flags");
   grace_flags_parse_or_exit(flags, argc, argv);
   grace_flags_free(flags);
   if (delay < 0 || timeout < 0 || loops < 0 || loops > 256 || interval <= 0 ||
       sy.work < 0 || sy.cleanup < 0 || body_timeout < 0 || send_timeout < 0 ||
-      close_spread < 0) {
+      upgrade_timeout < 0 || close_spread < 0) {
     fprintf(stderr, "invalid -shutdown-delay, -shutdown-timeout, -loops, "
                     "-interval, -tick-work, -cleanup, -body-timeout, "
-                    "-send-timeout or -close-spread\n");
+                    "-send-timeout, -upgrade-timeout or -close-spread\n");
     return 2;
   }
   if (timeout == 0) {
@@ -164,11 +186,21 @@ int main(int argc, char **argv) {
     }
   }
 
-  /* Socket activation: take the descriptors before any thread starts, and
-   * hide the variables from anything this process would run. */
-  int nfds = grace_sd_listen_fds_with_names(true, &fdnames);
-  if (nfds < 0)
-    grace_log_fatal("socket activation: %s", grace_strerror(nfds));
+  /* The upgrader takes what this process inherited, from a predecessor
+   * (an upgrade) or from systemd (socket activation, the fd store), before
+   * any thread starts, and hides the variables from what this process
+   * would run. */
+  grace_upgrader_options uopts;
+  grace_upgrader_options_init(&uopts);
+  uopts.pidfile = pidfile;
+  uopts.control_path = upgrade_socket;
+  uopts.ready_timeout = upgrade_timeout;
+  uopts.close_spread = close_spread;
+  uopts.fdstore = fdstore;
+  grace_upgrader *up;
+  rv = grace_upgrader_new(&uopts, argc, argv, &up);
+  if (rv != 0)
+    grace_log_fatal("upgrade: %s", grace_strerror(rv));
 
   /* Before any thread exists (loops, the worker), so that the signals
    * always reach this thread's handler. */
@@ -228,26 +260,33 @@ int main(int argc, char **argv) {
   if (rv != 0)
     grace_log_fatal("Syncer run err: %s", grace_strerror(rv));
 
-  int http_fds = 0, grpc_fds = 0;
-  for (int i = 0; i < nfds; i++) {
-    int fd = GRACE_SD_LISTEN_FDS_START + i;
-    bool is_grpc = strcmp(fdnames[i], "grpc") == 0;
-    rv = is_grpc ? grace_grpc_server_listen_fd(gsrv, fd)
-                 : grace_http_server_listen_fd(srv, fd);
+  /* Inherited sockets: those named "grpc" serve gRPC, the others HTTP. */
+  int http_fds = 0, grpc_fds = 0, fd;
+  const char *name;
+  const char *from = grace_upgrader_is_successor(up)
+                         ? "the previous process (upgrade)"
+                         : "systemd (LISTEN_FDS)";
+  for (size_t i = 0; (name = grace_upgrader_inherited_name(up, i)); i++) {
+    bool is_grpc = strcmp(name, "grpc") == 0;
+    rv = grace_upgrader_listen(up, name, NULL, 0, &fd, NULL);
+    if (rv == 0)
+      rv = is_grpc ? grace_grpc_server_listen_fd(gsrv, fd)
+                   : grace_http_server_listen_fd(srv, fd);
     if (rv != 0)
-      grace_log_fatal("socket activation: descriptor %d (%s): %s", fd,
-                      fdnames[i], grace_strerror(rv));
+      grace_log_fatal("inherited socket \"%s\": %s", name,
+                      grace_strerror(rv));
     if (is_grpc)
       grpc_fds++;
     else
       http_fds++;
   }
-  grace_sd_listen_names_free(fdnames);
   if (http_fds > 0) {
-    grace_log("Serving HTTP on %d socket%s from systemd (LISTEN_FDS)",
-              http_fds, http_fds == 1 ? "" : "s");
+    grace_log("Serving HTTP on %d socket%s from %s", http_fds,
+              http_fds == 1 ? "" : "s", from);
   } else {
-    rv = grace_http_server_listen(srv, addr);
+    rv = grace_upgrader_listen(up, "http", addr, hopts.backlog, &fd, NULL);
+    if (rv == 0)
+      rv = grace_http_server_listen_fd(srv, fd);
     if (rv == GRACE_EINVAL) {
       code = bad_addr("addr", addr);
       goto out;
@@ -258,10 +297,13 @@ int main(int argc, char **argv) {
     grace_log("Serving HTTP on %s", addr);
   }
   if (grpc_fds > 0) {
-    grace_log("Serving gRPC on %d socket%s from systemd (LISTEN_FDS)",
-              grpc_fds, grpc_fds == 1 ? "" : "s");
+    grace_log("Serving gRPC on %d socket%s from %s", grpc_fds,
+              grpc_fds == 1 ? "" : "s", from);
   } else {
-    rv = grace_grpc_server_listen(gsrv, grpc_addr);
+    rv = grace_upgrader_listen(up, "grpc", grpc_addr, hopts.backlog, &fd,
+                               NULL);
+    if (rv == 0)
+      rv = grace_grpc_server_listen_fd(gsrv, fd);
     if (rv == GRACE_EINVAL) {
       code = bad_addr("grpc-addr", grpc_addr);
       goto out;
@@ -276,7 +318,8 @@ int main(int argc, char **argv) {
    * gRPC health service follows the group's readiness. */
   if ((rv = grace_group_add_http(group, "http", srv)) != 0 ||
       (rv = grace_group_add_grpc(group, "grpc", gsrv)) != 0 ||
-      (rv = grace_group_add_worker(group, "syncer", w)) != 0)
+      (rv = grace_group_add_worker(group, "syncer", w)) != 0 ||
+      (rv = grace_group_add_upgrader(group, "upgrade", up)) != 0)
     grace_log_fatal("group: %s", grace_strerror(rv));
 
   grace_group_result res;
@@ -289,5 +332,6 @@ out:
   grace_worker_free(w);
   grace_grpc_server_free(gsrv);
   grace_http_server_free(srv);
+  grace_upgrader_free(up);
   return code;
 }

@@ -8,7 +8,13 @@
  *
  * The first SIGINT/SIGTERM shuts the server down gracefully within
  * -shutdown-timeout; a second one exits at once with status 1.
+ *
+ * SIGUSR2 (or `grace-upgrade -socket <-upgrade-socket>`) is a zero-downtime
+ * upgrade: the binary at this program's path is started with the same
+ * arguments on the same listening socket; once it serves, this process
+ * stops accepting, drains and exits 0 (see grace/upgrade.h).
  */
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +25,7 @@
 #include "grace/http.h"
 #include "grace/log.h"
 #include "grace/signal.h"
+#include "grace/upgrade.h"
 
 #include "sleep_handler.h" /* the /sleep and / routes */
 
@@ -28,8 +35,24 @@ static void on_listeners_closed(grace_http_server *srv, void *data) {
   grace_log("Stopped serving new connections");
 }
 
+/* Waits until |a| or |b| is done; returns 0 for |a|, 1 for |b|. */
+static int wait_either(grace_ctx *a, grace_ctx *b) {
+  struct pollfd fds[2] = {{.fd = grace_ctx_done_fd(a), .events = POLLIN},
+                          {.fd = grace_ctx_done_fd(b), .events = POLLIN}};
+  for (;;) {
+    if (grace_ctx_err(a) != 0)
+      return 0;
+    if (grace_ctx_err(b) != 0)
+      return 1;
+    (void)poll(fds, 2, -1);
+  }
+}
+
 int main(int argc, char **argv) {
-  const char *addr = ":8000";
+  const char *addr = ":8000", *pidfile = NULL, *upgrade_socket = NULL;
+  grace_duration upgrade_timeout = 0;
+  grace_upgrader_options uopts;
+  grace_upgrader *up;
   grace_duration shutdown_timeout = 10 * GRACE_SECOND;
   grace_http_options opts;
   grace_http_server *srv;
@@ -69,18 +92,35 @@ int main(int argc, char **argv) {
                    "serve HTTP/2 (prior knowledge) only, no HTTP/1.1");
   grace_flags_int(flags, "loops", &loops,
                   "event-loop threads (0: one per core)");
+  grace_flags_string(flags, "pidfile", &pidfile,
+                     "write the PID of the process that accepts to this "
+                     "file (rewritten by an upgrade)");
+  grace_flags_string(flags, "upgrade-socket", &upgrade_socket,
+                     "Unix socket where grace-upgrade asks for an upgrade");
+  grace_flags_duration(flags, "upgrade-timeout", &upgrade_timeout,
+                       "how long an upgrade's new process may take to be "
+                       "ready (0: 30s)");
   grace_flags_parse_or_exit(flags, argc, argv);
   grace_flags_free(flags);
   if (loops < 0 || loops > 256 || max_header < 256 || max_body < 0 ||
-      opts.close_spread < 0) {
-    fprintf(stderr, "invalid -loops, -max-header-bytes, -max-body-bytes or "
-                    "-close-spread\n");
+      opts.close_spread < 0 || upgrade_timeout < 0) {
+    fprintf(stderr, "invalid -loops, -max-header-bytes, -max-body-bytes, "
+                    "-close-spread or -upgrade-timeout\n");
     return 2;
   }
   opts.loops = (unsigned)loops;
   opts.max_header_bytes = (size_t)max_header;
   opts.max_body_bytes = (size_t)max_body;
 
+  /* The upgrader first: it takes what a predecessor handed over, before
+   * any thread exists. */
+  grace_upgrader_options_init(&uopts);
+  uopts.pidfile = pidfile;
+  uopts.control_path = upgrade_socket;
+  uopts.ready_timeout = upgrade_timeout;
+  rv = grace_upgrader_new(&uopts, argc, argv, &up);
+  if (rv != 0)
+    grace_log_fatal("upgrade: %s", grace_strerror(rv));
   grace_ctx *stop = grace_signal_context();
 
   rv = grace_http_server_new(&opts, &srv);
@@ -90,7 +130,11 @@ int main(int argc, char **argv) {
       (rv = grace_http_server_handle(srv, "/", handle_root, NULL)) ||
       (rv = grace_http_server_on_shutdown(srv, on_listeners_closed, NULL)))
     grace_log_fatal("HTTP server error: %s", grace_strerror(rv));
-  rv = grace_http_server_listen(srv, addr);
+  int fd;
+  bool inherited;
+  rv = grace_upgrader_listen(up, "http", addr, opts.backlog, &fd, &inherited);
+  if (rv == 0)
+    rv = grace_http_server_listen_fd(srv, fd);
   if (rv == GRACE_EINVAL) {
     /* A malformed -addr is a bad flag value: exit 2 like Go's flag. */
     fprintf(stderr, "invalid value \"%s\" for flag -addr: address %s: %s\n",
@@ -98,6 +142,7 @@ int main(int argc, char **argv) {
             strchr(addr, ':') ? "invalid host or port"
                               : "missing port in address");
     grace_http_server_free(srv);
+    grace_upgrader_free(up);
     return 2;
   }
   if (rv != 0)
@@ -106,9 +151,23 @@ int main(int argc, char **argv) {
   rv = grace_http_server_start(srv);
   if (rv != 0)
     grace_log_fatal("HTTP server error: %s", grace_strerror(rv));
+  if (inherited)
+    grace_log("Serving HTTP on the socket handed over by the previous "
+              "process (generation %u)",
+              grace_upgrader_generation(up));
+  rv = grace_upgrader_ready(up);
+  if (rv != 0)
+    grace_log_fatal("upgrade: %s", grace_strerror(rv));
 
-  grace_ctx_wait(stop, -1);
-  grace_log("Shutdown Server...");
+  if (wait_either(stop, grace_upgrader_context(up)) == 1) {
+    /* The new process serves the same socket: idle keep-alive connections
+     * are told to close with their next response rather than cut. */
+    grace_log("Handed over: Shutdown Server...");
+    if (opts.close_spread < GRACE_UPGRADE_DEFAULT_CLOSE_SPREAD)
+      grace_http_server_set_close_spread(srv, GRACE_UPGRADE_DEFAULT_CLOSE_SPREAD);
+  } else {
+    grace_log("Shutdown Server...");
+  }
 
   rv = grace_ctx_with_timeout(grace_ctx_background(), shutdown_timeout, &ctx);
   if (rv != 0)
@@ -132,5 +191,6 @@ int main(int argc, char **argv) {
   grace_ctx_cancel(ctx);
   grace_ctx_unref(ctx);
   grace_http_server_free(srv);
+  grace_upgrader_free(up);
   return code;
 }

@@ -34,6 +34,7 @@ extern "C" {
 #define GRACE_EPIPE (-EPIPE)           /* broken pipe */
 #define GRACE_ENOENT (-ENOENT)         /* no such entry */
 #define GRACE_EPROTO (-EPROTO)         /* the peer broke the protocol */
+#define GRACE_ECHILD (-ECHILD)         /* a child process ended too early */
 
 /* grace's own errors, below every errno value. */
 #define GRACE_ERR_BASE (-10000)

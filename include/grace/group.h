@@ -414,6 +414,10 @@ typedef struct grace_group_result {
   /* What was cut, for people: "http (1 request cut, 1 connection
    * closed); hook \"flush\" given up"; "" when nothing was. */
   char cut[GRACE_GROUP_TEXT_LEN];
+  /* The PID of the successor this process handed over to (grace/upgrade.h):
+   * the shutdown was a hand-over, with no not-ready phase and no delay;
+   * 0 otherwise. */
+  int handed_over;
 } grace_group_result;
 
 /*

@@ -213,6 +213,16 @@ GRACE_EXTERN int grace_http_server_on_shutdown(grace_http_server *srv,
 GRACE_EXTERN int grace_http_server_start(grace_http_server *srv);
 
 /*
+ * Raises the close spread (grace_http_options.close_spread) of |srv| to
+ * |d| if |d| is larger: a program that is handing over to a successor
+ * (grace/upgrade.h) asks for one just before it begins the drain.  Any
+ * thread, before grace_http_server_shutdown_begin; a later call does not
+ * change a shutdown that has begun.  NULL-safe.
+ */
+GRACE_EXTERN void grace_http_server_set_close_spread(grace_http_server *srv,
+                                                     grace_duration d);
+
+/*
  * Begins a graceful shutdown and returns once every listener is closed
  * and the hooks have run.  |drained| (may be NULL) is called once, on a
  * loop thread, the moment the last connection has closed; the server's

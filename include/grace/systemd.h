@@ -25,6 +25,7 @@
 #define GRACE_SYSTEMD_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "grace/error.h"
 #include "grace/log.h"
@@ -53,6 +54,20 @@ extern "C" {
  * nobody listens, -EAGAIN when the queue is full)
  */
 GRACE_EXTERN int grace_sd_notify(const char *state);
+
+/* The most descriptors grace_sd_notify_with_fds sends in one message. */
+#define GRACE_SD_NOTIFY_MAX_FDS 64
+
+/*
+ * grace_sd_notify with descriptors attached (sd_pid_notify_with_fds(3)):
+ * the |n| descriptors of |fds| travel with the message as SCM_RIGHTS, as
+ * systemd's file descriptor store wants them ("FDSTORE=1\nFDNAME=http";
+ * the unit needs FileDescriptorStoreMax=).  The descriptors stay the
+ * caller's.  Returns as grace_sd_notify; GRACE_EINVAL also when |n| is
+ * larger than GRACE_SD_NOTIFY_MAX_FDS or |fds| is NULL with |n| > 0.
+ */
+GRACE_EXTERN int grace_sd_notify_with_fds(const char *state, const int *fds,
+                                          size_t n);
 
 /*
  * grace_sd_notify with a printf format; the message is at most 4095 bytes

@@ -28,6 +28,7 @@ static const struct {
     {GRACE_EPIPE, "GRACE_EPIPE", NULL},
     {GRACE_ENOENT, "GRACE_ENOENT", NULL},
     {GRACE_EPROTO, "GRACE_EPROTO", NULL},
+    {GRACE_ECHILD, "GRACE_ECHILD", "child process ended too early"},
     /* Go's strconv.ErrSyntax and strconv.ErrRange read the same way. */
     {GRACE_ESYNTAX, "GRACE_ESYNTAX", "invalid syntax"},
     {GRACE_ERANGE, "GRACE_ERANGE", "value out of range"},

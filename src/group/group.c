@@ -78,6 +78,18 @@ void grace__group_set_clock(grace_group *g, const grace__clock *clock) {
 
 void grace__group_wake(grace_group *g) { wake(g); }
 
+void grace__group_handover(grace_group *g, int pid, grace_duration spread) {
+  atomic_store(&g->handover_spread, spread);
+  atomic_store(&g->handover_pid, pid);
+}
+
+grace_group *grace__part_group(grace_group_part *part) { return part->g; }
+
+grace_duration grace__group_handover_spread(grace_group *g) {
+  return atomic_load(&g->handover_pid) != 0 ? atomic_load(&g->handover_spread)
+                                            : 0;
+}
+
 /* The overall deadline, |timeout| from now on the group's clock. */
 static int new_deadline(grace_group *g, grace_duration timeout,
                         grace_ctx **out) {
@@ -816,9 +828,22 @@ static void shutdown_phases(grace_group *g, run_state *r) {
   char b1[GRACE_DURATION_STRLEN], b2[GRACE_DURATION_STRLEN];
   grace_group_result *res = r->res;
   bool in_time = true;
+  int64_t t0;
+
+  /* A hand-over: the endpoint stays up (the successor serves the same
+   * sockets), so readiness stays true and there is nothing for a load
+   * balancer to notice; systemd follows the successor (MAINPID), so it
+   * hears nothing from this process any more. */
+  if (res->handed_over != 0) {
+    g->notify = false;
+    grace__group_log(g, "Shutdown phases 1 (not ready) and 2 (delay) "
+                        "skipped: pid %d serves the same sockets",
+                     res->handed_over);
+    goto drain;
+  }
 
   /* Phase 1: readiness goes false, and the manager learns we stop. */
-  int64_t t0 = grace__group_now(g);
+  t0 = grace__group_now(g);
   set_phase(g, GRACE_GROUP_NOT_READY);
   atomic_store(&g->ready, false);
   /* Parts with a readiness of their own (a gRPC health service) follow. */
@@ -856,6 +881,7 @@ static void shutdown_phases(grace_group *g, run_state *r) {
                      dur(b1, g->opts.shutdown_delay),
                      dur(b2, res->phase[GRACE_GROUP_DELAY]));
 
+drain:
   /* Phase 3: hooks, then every part drains in parallel, then hooks. */
   t0 = grace__group_now(g);
   set_phase(g, GRACE_GROUP_DRAIN);
@@ -961,7 +987,13 @@ int grace_group_run(grace_group *g, grace_ctx *stop,
     if (rv != 0)
       goto out;
   }
-  if (cause == GRACE_ESHUTDOWN) {
+  result->handed_over =
+      cause == GRACE_ESHUTDOWN ? atomic_load(&g->handover_pid) : 0;
+  if (result->handed_over != 0) {
+    grace__group_log(g, "Shutdown started (handed over to pid %d): "
+                        "deadline %s, no delay",
+                     result->handed_over, dur(b1, g->timeout));
+  } else if (cause == GRACE_ESHUTDOWN) {
     const char *who = "";
     for (grace_group_part *p = g->parts; p != NULL; p = p->next)
       if (atomic_load(&p->state) >= GRACE_GROUP_PART_DRAINED) {

@@ -74,6 +74,10 @@ struct grace_group {
   grace_group_hook *hooks;
   grace_group_hook **hooks_tail;
   bool ran;          /* under lock: grace_group_run was called */
+  /* Set before a part stops on its own to hand over (grace/upgrade.h):
+   * the successor's PID and the keep-alive close spread of the drain. */
+  atomic_int handover_pid;
+  _Atomic grace_duration handover_spread;
   bool part_stopped; /* under lock: a part stopped on its own */
   atomic_bool ready;
   atomic_int phase;
@@ -107,6 +111,21 @@ void grace__group_set_clock(grace_group *g, const grace__clock *clock);
 /* Wakes the group's thread so that it looks at the time and its parts
  * again.  Any thread. */
 void grace__group_wake(grace_group *g);
+
+/*
+ * Marks the coming stop of a part as a hand-over to process |pid| (call
+ * it before grace_group_part_done): the group then drains without the
+ * not-ready phase, the shutdown delay and systemd's STOPPING=1, and the
+ * HTTP and gRPC parts spread the closing of idle keep-alive connections
+ * over at least |spread|.  Any thread.
+ */
+void grace__group_handover(grace_group *g, int pid, grace_duration spread);
+
+/* The close spread a hand-over asks of the parts that serve, or 0. */
+grace_duration grace__group_handover_spread(grace_group *g);
+
+/* The group |part| belongs to. */
+grace_group *grace__part_group(grace_group_part *part);
 
 /* Logs a line unless the group is quiet. */
 void grace__group_log(grace_group *g, const char *fmt, ...) GRACE_PRINTF(2, 3);

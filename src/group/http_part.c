@@ -30,6 +30,10 @@ static int http_begin(grace_group_part *part, grace_ctx *deadline,
                       void *data) {
   grace_http_server *srv = data;
   (void)deadline;
+  /* A hand-over: idle keep-alive connections are told to close with their
+   * next answer rather than cut while a request may be on its way. */
+  grace_http_server_set_close_spread(
+      srv, grace__group_handover_spread(grace__part_group(part)));
   int rv = grace_http_server_shutdown_begin(srv, NULL, NULL);
   /* GRACE_ESHUTDOWN: someone else began it; the descriptor says the same. */
   if (rv != 0 && rv != GRACE_ESHUTDOWN)

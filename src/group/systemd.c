@@ -7,9 +7,12 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "grace/systemd.h"
@@ -47,12 +50,17 @@ bool grace_sd_notify_wanted(void) {
 }
 
 int grace_sd_notify(const char *state) {
+  return grace_sd_notify_with_fds(state, NULL, 0);
+}
+
+int grace_sd_notify_with_fds(const char *state, const int *fds, size_t n) {
   struct sockaddr_un sa;
   socklen_t salen;
-  ssize_t n;
+  ssize_t sent;
   int rv;
 
-  if (state == NULL || state[0] == '\0')
+  if (state == NULL || state[0] == '\0' || (n > 0 && fds == NULL) ||
+      n > GRACE_SD_NOTIFY_MAX_FDS)
     return GRACE_EINVAL;
   const char *e = getenv("NOTIFY_SOCKET");
   if (e == NULL || e[0] == '\0')
@@ -63,11 +71,32 @@ int grace_sd_notify(const char *state) {
   int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0)
     return -errno;
+  /* sendmsg does not write through iov_base; the cast only drops const. */
+  struct iovec iov = {.iov_base = (void *)(uintptr_t)state,
+                      .iov_len = strlen(state)};
+  struct msghdr msg = {.msg_name = &sa,
+                       .msg_namelen = salen,
+                       .msg_iov = &iov,
+                       .msg_iovlen = 1};
+  /* Room for the largest list of descriptors, aligned for cmsghdr. */
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * GRACE_SD_NOTIFY_MAX_FDS)];
+    struct cmsghdr align;
+  } control;
+  if (n > 0) {
+    memset(&control, 0, sizeof(control));
+    msg.msg_control = control.buf;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * n);
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int) * n);
+    memcpy(CMSG_DATA(cm), fds, sizeof(int) * n);
+  }
   do
-    n = sendto(fd, state, strlen(state), MSG_NOSIGNAL,
-               (const struct sockaddr *)&sa, salen);
-  while (n < 0 && errno == EINTR);
-  rv = n < 0 ? -errno : 1;
+    sent = sendmsg(fd, &msg, MSG_NOSIGNAL);
+  while (sent < 0 && errno == EINTR);
+  rv = sent < 0 ? -errno : 1;
   close(fd);
   return rv;
 }

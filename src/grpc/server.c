@@ -20,7 +20,6 @@
 #include <time.h>
 
 #include "grace/grpc.h"
-#include "grpc/server_int.h"
 #include "grpc/wire.h"
 #include "health.pb-c.h"
 #include "http/internal.h"
@@ -1192,11 +1191,6 @@ int grace_grpc_server_port(grace_grpc_server *srv, unsigned index) {
 
 grace_http_server *grace_grpc_server_http(grace_grpc_server *srv) {
   return srv->http;
-}
-
-void grace__grpc_server_set_close_spread(grace_grpc_server *srv,
-                                         grace_duration d) {
-  grace__http_server_set_close_spread(srv->http, d);
 }
 
 int grace_grpc_server_start(grace_grpc_server *srv) {

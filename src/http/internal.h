@@ -196,7 +196,7 @@ struct grace_http_server {
   atomic_int drained;
   atomic_int closed;
   /* The close spread (opts.close_spread, raised by
-   * grace__http_server_set_close_spread until shutdown begins), and the
+   * grace_http_server_set_close_spread until shutdown begins), and the
    * window the shutdown opened: spread_len long from spread_begin (server
    * clock); written before the loops learn of the shutdown, read only
    * after it. */
@@ -220,15 +220,6 @@ struct grace_http_server {
 };
 
 /* ---- server.c: the close spread ----------------------------------------- */
-
-/*
- * Raises the close spread of |srv| to |d| if |d| is larger (another module,
- * such as a zero-downtime upgrader, asks for one just before it begins a
- * drain).  Any thread, before grace_http_server_shutdown_begin; later
- * calls do not change a shutdown that has begun.
- */
-void grace__http_server_set_close_spread(grace_http_server *srv,
-                                         grace_duration d);
 
 /* Installs the clock the close spread reads (tests); before the shutdown
  * begins. */

@@ -45,8 +45,10 @@ static int64_t spread_now(const grace_http_server *srv) {
   return srv->clock.now != NULL ? srv->clock.now(srv->clock.data) : grace_now();
 }
 
-void grace__http_server_set_close_spread(grace_http_server *srv,
-                                         grace_duration d) {
+void grace_http_server_set_close_spread(grace_http_server *srv,
+                                        grace_duration d) {
+  if (srv == NULL)
+    return;
   grace_duration cur = atomic_load(&srv->close_spread);
   while (d > cur &&
          !atomic_compare_exchange_weak(&srv->close_spread, &cur, d)) {

@@ -618,7 +618,7 @@ static void begin_spread(void) {
   fc_init(&fclock);
   grace__clock clk = fc_clock(&fclock);
   grace__http_server_set_clock(srv, &clk);
-  grace__http_server_set_close_spread(srv, SPREAD);
+  grace_http_server_set_close_spread(srv, SPREAD);
   grace__http_spread_begin(srv);
 }
 
@@ -648,9 +648,9 @@ close_spread_option_defaults_to_0_and_refuses_negative(void **state) {
   opts.close_spread = 2 * GRACE_SECOND;
   assert_int_equal(grace_http_server_new(&opts, &other), 0);
   /* The internal setter only raises it. */
-  grace__http_server_set_close_spread(other, GRACE_SECOND);
+  grace_http_server_set_close_spread(other, GRACE_SECOND);
   assert_int_equal(atomic_load(&other->close_spread), 2 * GRACE_SECOND);
-  grace__http_server_set_close_spread(other, 3 * GRACE_SECOND);
+  grace_http_server_set_close_spread(other, 3 * GRACE_SECOND);
   assert_int_equal(atomic_load(&other->close_spread), 3 * GRACE_SECOND);
   grace_http_server_free(other);
 }
