@@ -8,12 +8,13 @@ SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# What building and testing need (the Go packages build h2spec, from
+# What building and testing need (wrk and haproxy drive the upgrade tests,
+# tests/integration/test_upgrade*.py; the Go packages build h2spec, from
 # ../shared/tools, for tests/integration/test_h2spec.py, and the grpc-go
 # interop client, tests/interop/go, for test_grpc_interop_go.py).
 DEBS := cmake make gcc clang pkg-config libuv1-dev libnghttp2-dev node-llhttp libcmocka-dev protobuf-c-compiler libprotobuf-c-dev \
         libclang-rt-14-dev curl valgrind python3 ca-certificates \
-        nghttp2-client python3-grpcio systemd \
+        nghttp2-client python3-grpcio systemd wrk haproxy \
         golang-go golang-github-spf13-cobra-dev golang-github-fatih-color-dev golang-golang-x-net-dev \
         golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev \
         protobuf-compiler protoc-gen-go protoc-gen-go-grpc nodejs
