@@ -10,7 +10,8 @@
 #      GOCACHE under bench/out/go, no network).
 #   3. bench/http_throughput.sh, bench/shutdown_lag.py, bench/idle_conns.py.
 #
-# Environment: GRACE_BENCH_SRC_DIRS (default "core;net;http"),
+# Environment: GRACE_BENCH_SRC_DIRS (default: every src/ dir; http-sleep-server
+# uses the upgrader, which is built on the group),
 # GRACE_BENCH_SKIP_BUILD=1 to use build-bench/ as it is. Options after the
 # script name are not taken; run the scripts one by one to change theirs.
 # Total time: about 2 minutes on 2 cores, plus about 3.5 for the gRPC
@@ -29,7 +30,7 @@ if [[ ${GRACE_BENCH_SKIP_BUILD:-0} != 1 ]]; then
     echo "building ours (Release) in $repo/build-bench ..." >&2
     if cmake -S "$repo" -B "$repo/build-bench" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
           -DGRACE_SANITIZE=OFF -DGRACE_TSAN=OFF \
-          "-DGRACE_SRC_DIRS=${GRACE_BENCH_SRC_DIRS:-core;net;http}" \
+          "-DGRACE_SRC_DIRS=${GRACE_BENCH_SRC_DIRS:-core;net;http;grpc;worker;group;upgrade}" \
           '-DGRACE_TEST_FILTER=^http-sleep-server$' >"$out/logs/cmake.log" 2>&1 &&
        cmake --build "$repo/build-bench" -j2 --target http-sleep-server >>"$out/logs/cmake.log" 2>&1; then
       echo "built $repo/build-bench/examples/http-sleep-server" >&2
