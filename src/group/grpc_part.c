@@ -38,6 +38,13 @@ static int grpc_begin(grace_group_part *part, grace_ctx *deadline,
                       void *data) {
   grace_grpc_server *srv = data;
   (void)deadline;
+  /* A hand-over: HTTP/2 connections get their GOAWAY at once, but one
+   * accepted a moment ago whose first bytes are still on their way is
+   * given the window to send them (its calls are then served) instead of
+   * being closed unread. */
+  grace_http_server_set_close_spread(
+      grace_grpc_server_http(srv),
+      grace__group_handover_spread(grace__part_group(part)));
   int rv = grace_grpc_server_graceful_stop_begin(srv, NULL, NULL);
   /* GRACE_ESHUTDOWN: someone else began it; the descriptor says the same. */
   if (rv != 0 && rv != GRACE_ESHUTDOWN)

@@ -281,7 +281,9 @@ static named_fd *add_fd(grace_upgrader *u, const char *name, int fd,
   e->listener = listener;
   e->inherited = inherited;
   e->claimed = false;
-  if (inherited && listener && u->ninherited < MAX_FDS)
+  /* The control socket is the upgrader's own, not the program's. */
+  if (inherited && listener && u->ninherited < MAX_FDS &&
+      strcmp(name, GRACE_UPGRADE_CONTROL_NAME) != 0)
     u->inherited_names[u->ninherited++] = n;
   return e;
 }
@@ -986,7 +988,12 @@ static void child_kill(grace_upgrader *u, char *how, size_t len) {
     do
       r = waitpid(u->child, &status, 0);
     while (r < 0 && errno == EINTR);
-    snprintf(how, len, "was killed");
+    if (r == u->child && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+      snprintf(how, len, "was killed");
+    else if (r == u->child)
+      describe_exit(status, how, len); /* it ended on its own meanwhile */
+    else
+      snprintf(how, len, "is gone");
   } else if (r == u->child) {
     describe_exit(status, how, len);
   } else {
@@ -1384,13 +1391,13 @@ static void *run(void *arg) {
              (r = chan_read(&u->cchan, line, sizeof(line))) > 0)
         on_child_line(u, line);
       if (u->cchan.fd >= 0 && r < 0) {
-        if (u->state == ST_SPAWNED) {
-          child_failed(u, "before it was ready", GRACE_ECHILD);
-        } else {
-          /* Its end of the channel closed: it exits.  Wait for its pidfd
-           * (or reap now when there is none). */
-          chan_close(&u->cchan);
-          if (u->child_pidfd < 0 && u->child != 0)
+        /* Its end of the channel closed: it exits.  Its pidfd says when
+         * (then how it ended can be told); without one, reap it now. */
+        chan_close(&u->cchan);
+        if (u->child_pidfd < 0 && u->child != 0) {
+          if (u->state == ST_SPAWNED)
+            child_failed(u, "before it was ready", GRACE_ECHILD);
+          else
             child_gone(u);
         }
       }
@@ -1521,7 +1528,10 @@ int grace_upgrader_ready(grace_upgrader *u) {
   if (u->opts.fdstore && grace_sd_notify_wanted()) {
     for (unsigned i = 0; i < u->nfds; i++) {
       named_fd *e = &u->fds[i];
-      if (e->fd < 0 || !e->listener)
+      /* The control socket stays out: a process systemd starts fresh
+       * binds its own. */
+      if (e->fd < 0 || !e->listener ||
+          strcmp(e->name, GRACE_UPGRADE_CONTROL_NAME) == 0)
         continue;
       char state[128];
       snprintf(state, sizeof(state), "FDSTORE=1\nFDNAME=%s", e->name);

@@ -130,7 +130,7 @@ class Program:
     the process itself, which is the program under valgrind too.
     """
 
-    def __init__(self, name, args, wrapper=(), env=None):
+    def __init__(self, name, args, wrapper=(), env=None, pass_fds=()):
         self.name = name
         path = name if os.path.isabs(name) else bin_path(name)
         if not os.access(path, os.X_OK):
@@ -150,7 +150,7 @@ class Program:
         self.start_time = now()
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=full_env)
+            stderr=subprocess.PIPE, env=full_env, pass_fds=tuple(pass_fds))
         self.pid = self.proc.pid
         self._threads = [
             threading.Thread(target=self._read, args=(self.proc.stderr, self._lines), daemon=True),
@@ -691,8 +691,8 @@ class ProgramTestCase(unittest.TestCase):
             if rep:
                 self.fail("sanitizer report from %s:\n%s" % (p.name, p.describe()))
 
-    def start(self, name, *args, wrapper=(), env=None):
-        p = Program(name, args, wrapper=wrapper, env=env)
+    def start(self, name, *args, wrapper=(), env=None, pass_fds=()):
+        p = Program(name, args, wrapper=wrapper, env=env, pass_fds=pass_fds)
         self.programs.append(p)
         return p
 
