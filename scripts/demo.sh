@@ -28,6 +28,9 @@ ALL_SCENARIOS+=(grpc_one_signal grpc_two_signals)
 # shellcheck source=scripts/demo_group.sh
 . "$(dirname "${BASH_SOURCE[0]}")/demo_group.sh"
 ALL_SCENARIOS+=(group_readiness)
+# shellcheck source=scripts/demo_upgrade.sh
+. "$(dirname "${BASH_SOURCE[0]}")/demo_upgrade.sh"
+ALL_SCENARIOS+=(upgrade_under_load)
 
 BIN_DIR=${1:?usage: demo.sh BIN_DIR [SCENARIO...]}
 shift
