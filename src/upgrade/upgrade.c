@@ -1308,7 +1308,7 @@ static void *run(void *arg) {
 
   for (;;) {
     struct pollfd pfd[6 + MAX_CLIENTS];
-    enum { P_WAKE, P_SIG, P_CONTROL, P_PARENT, P_CHILD, P_PIDFD };
+    enum { PF_WAKE, PF_SIG, PF_CONTROL, PF_PARENT, PF_CHILD, PF_PIDFD };
     nfds_t n = 6;
     pthread_mutex_lock(&u->lock);
     bool quit = u->quit_req, stop = u->stop_req;
@@ -1334,13 +1334,13 @@ static void *run(void *arg) {
     if (stop && u->state != ST_STOPPED && u->state != ST_HANDED)
       do_stop(u);
 
-    pfd[P_WAKE] = (struct pollfd){.fd = u->wake_fd, .events = POLLIN};
-    pfd[P_SIG] = (struct pollfd){.fd = u->signo > 0 ? sig_pipe[0] : -1,
+    pfd[PF_WAKE] = (struct pollfd){.fd = u->wake_fd, .events = POLLIN};
+    pfd[PF_SIG] = (struct pollfd){.fd = u->signo > 0 ? sig_pipe[0] : -1,
                                  .events = POLLIN};
-    pfd[P_CONTROL] = (struct pollfd){.fd = u->control_fd, .events = POLLIN};
-    pfd[P_PARENT] = (struct pollfd){.fd = u->parent.fd, .events = POLLIN};
-    pfd[P_CHILD] = (struct pollfd){.fd = u->cchan.fd, .events = POLLIN};
-    pfd[P_PIDFD] = (struct pollfd){.fd = u->child_pidfd, .events = POLLIN};
+    pfd[PF_CONTROL] = (struct pollfd){.fd = u->control_fd, .events = POLLIN};
+    pfd[PF_PARENT] = (struct pollfd){.fd = u->parent.fd, .events = POLLIN};
+    pfd[PF_CHILD] = (struct pollfd){.fd = u->cchan.fd, .events = POLLIN};
+    pfd[PF_PIDFD] = (struct pollfd){.fd = u->child_pidfd, .events = POLLIN};
     for (int i = 0; i < MAX_CLIENTS; i++)
       pfd[n++] = (struct pollfd){.fd = u->clients[i].fd, .events = POLLIN};
     int timeout = -1;
@@ -1355,12 +1355,12 @@ static void *run(void *arg) {
     if (rv < 0)
       continue;
 
-    if (pfd[P_WAKE].revents) {
+    if (pfd[PF_WAKE].revents) {
       uint64_t v;
       ssize_t r = read(u->wake_fd, &v, sizeof(v));
       (void)r;
     }
-    if (pfd[P_SIG].revents) {
+    if (pfd[PF_SIG].revents) {
       pid_t from;
       while (read(sig_pipe[0], &from, sizeof(from)) == sizeof(from)) {
         request *rq = calloc(1, sizeof(*rq));
@@ -1371,12 +1371,12 @@ static void *run(void *arg) {
         take_request(u, rq);
       }
     }
-    if (pfd[P_CONTROL].revents && u->control_fd >= 0)
+    if (pfd[PF_CONTROL].revents && u->control_fd >= 0)
       accept_client(u);
     for (int i = 0; i < MAX_CLIENTS; i++)
       if (pfd[6 + i].revents && u->clients[i].fd == pfd[6 + i].fd)
         on_client(u, &u->clients[i]);
-    if (pfd[P_PARENT].revents && u->parent.fd >= 0) {
+    if (pfd[PF_PARENT].revents && u->parent.fd >= 0) {
       char line[LINE_MAX_LEN];
       int r;
       while ((r = chan_read(&u->parent, line, sizeof(line))) > 0)
@@ -1384,7 +1384,7 @@ static void *run(void *arg) {
       if (r < 0)
         on_parent_gone(u);
     }
-    if (pfd[P_CHILD].revents && u->cchan.fd >= 0) {
+    if (pfd[PF_CHILD].revents && u->cchan.fd >= 0) {
       char line[LINE_MAX_LEN];
       int r;
       while (u->cchan.fd >= 0 &&
@@ -1402,7 +1402,7 @@ static void *run(void *arg) {
         }
       }
     }
-    if (pfd[P_PIDFD].revents && u->child_pidfd >= 0) {
+    if (pfd[PF_PIDFD].revents && u->child_pidfd >= 0) {
       if (u->state == ST_SPAWNED)
         child_failed(u, "before it was ready", GRACE_ECHILD);
       else
