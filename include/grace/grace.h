@@ -16,6 +16,7 @@
 #include "grace/log.h"
 #include "grace/signal.h"
 #include "grace/systemd.h"
+#include "grace/upgrade.h"
 #include "grace/worker.h"
 
 #endif /* GRACE_GRACE_H */

@@ -1312,8 +1312,11 @@ static void *run(void *arg) {
     nfds_t n = 6;
     pthread_mutex_lock(&u->lock);
     bool quit = u->quit_req, stop = u->stop_req;
-    request *q = u->queue;
-    u->queue = NULL;
+    request *q = NULL;
+    if (!quit) {
+      q = u->queue; /* once quitting, grace_upgrader_free answers them */
+      u->queue = NULL;
+    }
     pthread_mutex_unlock(&u->lock);
     if (quit)
       break; /* grace_upgrader_free finishes, on its own thread */
@@ -1552,11 +1555,12 @@ int grace_upgrader_ready(grace_upgrader *u) {
   } else {
     (void)write_pidfile(u, getpid());
   }
+  pthread_mutex_lock(&u->lock);
   rv = pthread_create(&u->thread, NULL, run, u);
-  if (rv != 0)
-    return -rv;
-  u->thread_started = true;
-  return 0;
+  if (rv == 0)
+    u->thread_started = true;
+  pthread_mutex_unlock(&u->lock);
+  return -rv;
 }
 
 /* ---- requests from other threads -------------------------------------------------- */
@@ -1604,9 +1608,20 @@ void grace_upgrader_free(grace_upgrader *u) {
   u->stop_req = true;
   u->quit_req = true;
   pthread_mutex_unlock(&u->lock);
-  if (u->thread_started) {
+  pthread_mutex_lock(&u->lock);
+  bool started = u->thread_started;
+  request *q = u->queue;
+  u->queue = NULL;
+  pthread_mutex_unlock(&u->lock);
+  if (started) {
     wake(u);
     pthread_join(u->thread, NULL);
+  }
+  /* API requests the thread never took (they were posted as it quit). */
+  while (q != NULL) {
+    request *next = q->next;
+    answer(u, q, GRACE_ESTATE, "shutting down");
+    q = next;
   }
   /* The thread is gone: finish here what a plain stop does (a successor
    * not ready yet is killed; the predecessor hears that this exit is no
