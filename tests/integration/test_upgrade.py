@@ -529,6 +529,50 @@ class UpgradeTest(gracetest.ProgramTestCase):
         self.assertTrue(alive(back))
         self.assertEqual(zombie_children(), [])
 
+    # -- valgrind ----------------------------------------------------------------
+
+    def test_both_generations_under_valgrind_are_clean(self):
+        if gracetest.SANITIZE or gracetest.TSAN:
+            self.skipTest("valgrind does not mix with sanitizers: run it on a plain build")
+        self.assertIsNotNone(shutil.which("valgrind"), "valgrind is not installed")
+        # The program's path is a script that runs the real binary under
+        # valgrind, so the successor started from that path is checked too.
+        port = gracetest.free_port()
+        d = tempfile.mkdtemp(prefix="grace-upgrade-vg-")
+        self.addCleanup(shutil.rmtree, d, True)
+        script = os.path.join(d, "app")
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\nexec valgrind -q --leak-check=full "
+                    "--errors-for-leak-kinds=definite,indirect --error-exitcode=99 "
+                    "%s \"$@\"\n" % gracetest.bin_path(BUILD_A))
+        os.chmod(script, 0o755)
+        pidfile, control = os.path.join(d, "app.pid"), os.path.join(d, "control.sock")
+        first = self.start(script, "-addr", "%s:%d" % (HOST, port), "-loops", "1",
+                           "-pidfile", pidfile, "-upgrade-socket", control,
+                           "-upgrade-timeout", "60s")
+        first.wait_port(port, timeout=60.0)
+        self.assertEqual(self.build_of(port), "a")
+        r = subprocess.run([gracetest.bin_path("grace-upgrade"), "-socket", control],
+                           capture_output=True, text=True, timeout=90)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        new = int(re.search(r"pid (\d+) serves", r.stdout).group(1))
+        # The successor runs under valgrind too (its executable is memcheck's).
+        self.assertIn("memcheck", os.readlink("/proc/%d/exe" % new))
+        self.assertEqual(first.wait_exit(60.0), 0, first.describe())
+        self.assertEqual(self.build_of(port), "a")
+        os.kill(new, signal.SIGTERM)
+        deadline = now() + 60.0
+        while True:
+            try:
+                got, st = os.waitpid(new, os.WNOHANG)
+            except ChildProcessError:
+                got, st = 0, 0
+            if got == new:
+                break
+            self.assertLess(now(), deadline, "the successor did not exit")
+            time.sleep(0.05)
+        self.assertEqual(os.waitstatus_to_exitcode(st), 0, first.describe())
+
     # -- the example programs ------------------------------------------------------
 
     def test_http_sleep_server_upgrade_and_plain_stop(self):
