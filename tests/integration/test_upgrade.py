@@ -535,8 +535,9 @@ class UpgradeTest(gracetest.ProgramTestCase):
         if gracetest.SANITIZE or gracetest.TSAN:
             self.skipTest("valgrind does not mix with sanitizers: run it on a plain build")
         self.assertIsNotNone(shutil.which("valgrind"), "valgrind is not installed")
-        # The program's path is a script that runs the real binary under
-        # valgrind, so the successor started from that path is checked too.
+        # A script runs the real binary under valgrind (which gives the
+        # program the binary's path as argv[0]); -exe makes the upgrade
+        # start the script, so the successor is checked too.
         port = gracetest.free_port()
         d = tempfile.mkdtemp(prefix="grace-upgrade-vg-")
         self.addCleanup(shutil.rmtree, d, True)
@@ -549,7 +550,7 @@ class UpgradeTest(gracetest.ProgramTestCase):
         pidfile, control = os.path.join(d, "app.pid"), os.path.join(d, "control.sock")
         first = self.start(script, "-addr", "%s:%d" % (HOST, port), "-loops", "1",
                            "-pidfile", pidfile, "-upgrade-socket", control,
-                           "-upgrade-timeout", "60s")
+                           "-upgrade-timeout", "60s", "-exe", script)
         first.wait_port(port, timeout=60.0)
         self.assertEqual(self.build_of(port), "a")
         r = subprocess.run([gracetest.bin_path("grace-upgrade"), "-socket", control],

@@ -125,7 +125,7 @@ static int check_ready(grace_upgrader *u, void *data) {
 
 int main(int argc, char **argv) {
   const char *addr = "127.0.0.1:0", *extra_addr = NULL, *pidfile = NULL;
-  const char *upgrade_socket = NULL, *fail_file = NULL;
+  const char *upgrade_socket = NULL, *fail_file = NULL, *exe = NULL;
   grace_duration timeout = 10 * GRACE_SECOND, upgrade_timeout = 0;
   grace_duration close_spread = 0;
   int64_t loops = 1;
@@ -148,6 +148,9 @@ int main(int argc, char **argv) {
   grace_flags_string(flags, "fail-file", &fail_file,
                      "a file naming how the next process to start fails");
   grace_flags_int(flags, "loops", &loops, "event-loop threads");
+  grace_flags_string(flags, "exe", &exe,
+                     "the executable an upgrade starts (default: this "
+                     "program's path)");
   grace_flags_parse_or_exit(flags, argc, argv);
   grace_flags_free(flags);
 
@@ -164,6 +167,7 @@ int main(int argc, char **argv) {
   uo.ready_timeout = upgrade_timeout;
   uo.close_spread = close_spread;
   uo.ready_check = check_ready;
+  uo.exe = exe;
   grace_upgrader *up;
   int rv = grace_upgrader_new(&uo, argc, argv, &up);
   if (rv != 0)
