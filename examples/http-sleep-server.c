@@ -167,6 +167,9 @@ int main(int argc, char **argv) {
       grace_http_server_set_close_spread(srv, GRACE_UPGRADE_DEFAULT_CLOSE_SPREAD);
   } else {
     grace_log("Shutdown Server...");
+    /* No upgrade from now on; the listening socket closes with the
+     * server's. */
+    grace_upgrader_stop(up);
   }
 
   rv = grace_ctx_with_timeout(grace_ctx_background(), shutdown_timeout, &ctx);

@@ -273,6 +273,18 @@ GRACE_EXTERN int grace_upgrader_upgrade(grace_upgrader *u, char *msg,
                                         size_t len);
 
 /*
+ * Stops upgrading, for a plain shutdown: a successor not ready yet is
+ * killed, later requests are refused, the control socket is closed and
+ * removed, and the upgrader's copies of the listeners are closed, so that
+ * the sockets close when the servers close theirs (new connections are
+ * then refused, as after any shutdown).  Returns once done.  The group
+ * part calls it at the start of a shutdown; a program without a group
+ * calls it before it shuts its servers down.  Any thread; idempotent;
+ * nothing to do after a hand-over.  NULL-safe.
+ */
+GRACE_EXTERN void grace_upgrader_stop(grace_upgrader *u);
+
+/*
  * A context cancelled once this process has handed over to a ready
  * successor: the stop context of a program that runs without a group.
  * Owned by the upgrader.
@@ -281,10 +293,10 @@ GRACE_EXTERN grace_ctx *grace_upgrader_context(grace_upgrader *u);
 
 /*
  * Adds the upgrader to a group as a part named |name|, to be added after
- * the servers: it starts last (grace_upgrader_ready, once every server
- * serves); a hand-over makes the group drain as described at the top of
- * this file; a shutdown by signal stops upgrading (a successor not ready
- * yet is killed).  |u| is borrowed until grace_group_free.  Returns as
+ * the servers, so that it starts last (grace_upgrader_ready, once every
+ * server serves); a hand-over makes the group drain as described at the
+ * top of this file; a shutdown by signal stops upgrading at its first
+ * phase (grace_upgrader_stop).  |u| is borrowed until grace_group_free.  Returns as
  * grace_group_add.
  */
 GRACE_EXTERN int grace_group_add_upgrader(grace_group *g, const char *name,

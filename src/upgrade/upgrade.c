@@ -114,6 +114,7 @@ struct grace_upgrader {
   enum state state;
   request *queue; /* API requests not yet seen by the thread */
   bool stop_req;  /* a plain shutdown was asked for */
+  bool stopped;   /* the thread has done it (grace_upgrader_stop waits) */
   bool quit_req;  /* grace_upgrader_free */
   pthread_t thread;
   bool thread_started;
@@ -1298,6 +1299,16 @@ static void do_stop(grace_upgrader *u) {
     if (u->control_path != NULL)
       unlink(u->control_path);
   }
+  /* Our copies of the listeners: with no successor to hand them to, they
+   * would only keep the sockets open once the servers close theirs, and
+   * what the kernel queued there would be reset at exit instead of
+   * refused now. */
+  if (u->state == ST_STOPPED)
+    for (unsigned i = 0; i < u->nfds; i++)
+      if (u->fds[i].listener && u->fds[i].fd >= 0) {
+        close(u->fds[i].fd);
+        u->fds[i].fd = -1;
+      }
 }
 
 static void *run(void *arg) {
@@ -1334,8 +1345,14 @@ static void *run(void *arg) {
       take_request(u, rev);
       rev = nx;
     }
-    if (stop && u->state != ST_STOPPED && u->state != ST_HANDED)
-      do_stop(u);
+    if (stop && !u->stopped) {
+      if (u->state != ST_STOPPED && u->state != ST_HANDED)
+        do_stop(u);
+      pthread_mutex_lock(&u->lock);
+      u->stopped = true;
+      pthread_cond_broadcast(&u->cond);
+      pthread_mutex_unlock(&u->lock);
+    }
 
     pfd[PF_WAKE] = (struct pollfd){.fd = u->wake_fd, .events = POLLIN};
     pfd[PF_SIG] = (struct pollfd){.fd = u->signo > 0 ? sig_pipe[0] : -1,
@@ -1593,12 +1610,24 @@ int grace_upgrader_upgrade(grace_upgrader *u, char *msg, size_t len) {
 }
 
 /* Asks the thread for a plain stop (the group's shutdown began). */
-static void request_stop(grace_upgrader *u) {
+void grace_upgrader_stop(grace_upgrader *u) {
+  if (u == NULL)
+    return;
   pthread_mutex_lock(&u->lock);
   u->stop_req = true;
+  if (!u->thread_started) {
+    pthread_mutex_unlock(&u->lock);
+    /* No thread (not ready yet): nothing runs beside us. */
+    if (u->state != ST_STOPPED && u->state != ST_HANDED)
+      do_stop(u);
+    return;
+  }
   pthread_mutex_unlock(&u->lock);
-  if (u->thread_started)
-    wake(u);
+  wake(u);
+  pthread_mutex_lock(&u->lock);
+  while (!u->stopped && !u->quit_req)
+    pthread_cond_wait(&u->cond, &u->lock);
+  pthread_mutex_unlock(&u->lock);
 }
 
 void grace_upgrader_free(grace_upgrader *u) {
@@ -1651,10 +1680,17 @@ static int part_start(grace_group_part *part, void *data) {
   return grace_upgrader_ready(u);
 }
 
+/* Phase 1 of a shutdown (not a hand-over, which skips it): stop upgrading
+ * before anything else stops, so that the listeners close when the
+ * servers close theirs. */
+static void part_not_ready(grace_group_part *part, void *data) {
+  (void)part;
+  grace_upgrader_stop(data);
+}
+
 static int part_begin(grace_group_part *part, grace_ctx *deadline, void *data) {
-  grace_upgrader *u = data;
   (void)deadline;
-  request_stop(u);
+  grace_upgrader_stop(data); /* done already, unless phase 1 was skipped */
   grace_group_part_done(part, 0);
   return 0;
 }
@@ -1664,7 +1700,7 @@ static int part_force(grace_group_part *part, char *what, size_t len,
   (void)part;
   (void)what;
   (void)len;
-  request_stop(data);
+  grace_upgrader_stop(data);
   return 0;
 }
 
@@ -1672,6 +1708,7 @@ int grace_group_add_upgrader(grace_group *g, const char *name,
                              grace_upgrader *u) {
   static const grace_group_part_ops ops = {
       .start = part_start,
+      .not_ready = part_not_ready,
       .begin = part_begin,
       .force = part_force,
   };

@@ -529,6 +529,27 @@ class UpgradeTest(gracetest.ProgramTestCase):
         self.assertTrue(alive(back))
         self.assertEqual(zombie_children(), [])
 
+    def test_plain_stop_refuses_new_connections_at_once(self):
+        # The upgrader's copies of the listeners close with the servers':
+        # after a plain SIGTERM nothing keeps the port open, also in a
+        # successor (whose sockets were inherited).
+        c, port = self.serve(BUILD_A)
+        c.install(BUILD_B)
+        self.assertEqual(c.upgrade()[0], 0)
+        new = self.upgraded(c, c.first.pid)
+        self.assertEqual(c.reap(c.first.pid, bound(5.0, 15.0)), 0)
+        slow = self.conn(port)
+        slow.send(gracetest.request("/sleep?duration=1s"))
+        time.sleep(0.1)
+        os.kill(new, signal.SIGTERM)
+        deadline = now() + bound(0.5, 2.0)
+        while gracetest.connect_error(port) != errno.ECONNREFUSED:
+            self.assertLess(now(), deadline, "the port still accepts after SIGTERM")
+            time.sleep(0.005)
+        self.assertTrue(alive(new))  # still draining its request
+        self.assertEqual(slow.read_response(timeout=5.0).status, 200)
+        self.assertEqual(c.reap(new, bound(5.0, 15.0)), 0)
+
     # -- valgrind ----------------------------------------------------------------
 
     def test_both_generations_under_valgrind_are_clean(self):
@@ -581,16 +602,23 @@ class UpgradeTest(gracetest.ProgramTestCase):
         c = Chain(self, "http-sleep-server", "-addr", "%s:%d" % (HOST, port), "-loops", "1")
         c.first.wait_port(port)
         c.wait_pidfile()
-        with gracetest.BackgroundClient(port):
+        with gracetest.BackgroundClient(port, check=lambda r: r.status == 200):
             c.first.send_signal(signal.SIGUSR2)
             new = self.upgraded(c, c.first.pid)
             c.first.wait_line(r"Handed over: Shutdown Server")
             self.assertEqual(c.first.wait_exit(bound(5.0, 15.0)), 0)
             c.first.wait_line(r"graceful shutdown completed")
+        slow = self.conn(port)
+        slow.send(gracetest.request("/sleep?duration=1s"))
+        time.sleep(0.1)
         os.kill(new, signal.SIGTERM)
+        deadline = now() + bound(0.5, 2.0)
+        while gracetest.connect_error(port) != errno.ECONNREFUSED:
+            self.assertLess(now(), deadline, "the port still accepts after SIGTERM")
+            time.sleep(0.005)
+        self.assertEqual(slow.read_response(timeout=5.0).status, 200)
         self.assertEqual(c.reap(new, bound(10.0, 30.0)), 0)
         self.assertFalse(os.path.exists(c.pidfile))
-        self.assertIsNotNone(gracetest.connect_error(port))
 
     @unittest.skipIf(grpc is None, "python3-grpcio is not importable by /usr/bin/python3")
     def test_grpc_calls_across_upgrades(self):
