@@ -5,7 +5,9 @@
  * differ only in GRACE_BUILD_ID: every answer carries "X-Build: <id>", so
  * a test that alternates the two binaries behind one path sees which
  * process answered.  Build b also listens on -extra-addr (a listener
- * added by the new version; going back to a removes it).
+ * added by the new version; going back to a removes it).  Both builds
+ * listen on -second-addr when given (a second listener every generation
+ * has: bench/upgrade.py's program with two listeners).
  *
  *   GET /            "<id>\n"
  *   GET /pid         this process's pid
@@ -126,6 +128,7 @@ static int check_ready(grace_upgrader *u, void *data) {
 int main(int argc, char **argv) {
   const char *addr = "127.0.0.1:0", *extra_addr = NULL, *pidfile = NULL;
   const char *upgrade_socket = NULL, *fail_file = NULL, *exe = NULL;
+  const char *second_addr = NULL;
   grace_duration timeout = 10 * GRACE_SECOND, upgrade_timeout = 0;
   grace_duration close_spread = 0;
   int64_t loops = 1;
@@ -136,6 +139,8 @@ int main(int argc, char **argv) {
   grace_flags_string(flags, "addr", &addr, "HTTP listen address");
   grace_flags_string(flags, "extra-addr", &extra_addr,
                      "second listener (build b only)");
+  grace_flags_string(flags, "second-addr", &second_addr,
+                     "second listener (every build)");
   grace_flags_string(flags, "pidfile", &pidfile, "PID file");
   grace_flags_string(flags, "upgrade-socket", &upgrade_socket,
                      "control socket");
@@ -197,6 +202,12 @@ int main(int argc, char **argv) {
   if ((rv = grace_upgrader_listen(up, "http", addr, 0, &fd, &inherited)) != 0 ||
       (rv = grace_http_server_listen_fd(srv, fd)) != 0)
     grace_log_fatal("listen %s: %s", addr, grace_strerror(rv));
+  if (second_addr != NULL) {
+    if ((rv = grace_upgrader_listen(up, "second", second_addr, 0, &fd,
+                                    NULL)) != 0 ||
+        (rv = grace_http_server_listen_fd(srv, fd)) != 0)
+      grace_log_fatal("listen %s: %s", second_addr, grace_strerror(rv));
+  }
   if (extra_addr != NULL && strcmp(GRACE_BUILD_ID, "b") == 0) {
     if ((rv = grace_upgrader_listen(up, "extra", extra_addr, 0, &fd, NULL)) !=
             0 ||
