@@ -15,7 +15,8 @@
 # GRACE_BENCH_SKIP_BUILD=1 to use build-bench/ as it is. Options after the
 # script name are not taken; run the scripts one by one to change theirs.
 # Total time: about 2 minutes on 2 cores, plus about 3.5 for the gRPC
-# benchmarks (steps 4-6 below) and 1.5 for the HAProxy drain (steps 7-8).
+# benchmarks (steps 4-6 below), 1.5 for the HAProxy drain (steps 7-8) and
+# 3.5 for the zero-downtime restarts (steps 9-10).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -162,6 +163,51 @@ echo "== haproxy_drain.sh" >&2
 rc=${PIPESTATUS[0]}
 if [[ $rc != 0 ]]; then
   echo "(haproxy_drain.sh exited with status $rc: see $out/logs/haproxy_drain.sh.stderr)" | tee -a "$summary"
+  status=1
+fi
+echo | tee -a "$summary"
+
+# --- zero-downtime restart (bench/README.md, "upgrade.py") ---
+#   9. ours: a Release build of tests/programs/upgrade-server, twice (builds
+#      a and b), in build-bench-upgrade/ (BUILD_TESTING=ON, as the program
+#      lives in tests/programs; GRACE_SRC_DIRS from
+#      GRACE_BENCH_UPGRADE_SRC_DIRS, default all of src/; only the targets
+#      upgrade-server-a and upgrade-server-b); if it does not build, the
+#      script takes build-bench/, build-release/ or build/ (it prints
+#      which), else skips ours.
+#  10. bench/upgrade.py: ours, nginx's binary upgrade and HAProxy's reload
+#      (-sf without and with -x), 20 restarts each under wrk, keep-alive and
+#      Connection: close. About 3.5 minutes.
+if [[ ${GRACE_BENCH_SKIP_BUILD:-0} != 1 ]]; then
+  if [[ -f $repo/tests/programs/upgrade-server.c && -d $repo/src/upgrade ]]; then
+    echo "building ours (Release) upgrade-server-a/-b in $repo/build-bench-upgrade ..." >&2
+    if cmake -S "$repo" -B "$repo/build-bench-upgrade" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON \
+          -DGRACE_SANITIZE=OFF -DGRACE_TSAN=OFF \
+          "-DGRACE_SRC_DIRS=${GRACE_BENCH_UPGRADE_SRC_DIRS:-core;net;http;grpc;worker;group;upgrade}" \
+          '-DGRACE_TEST_FILTER=^upgrade-server$' >"$out/logs/cmake-upgrade.log" 2>&1 &&
+       cmake --build "$repo/build-bench-upgrade" -j2 --target upgrade-server-a upgrade-server-b \
+          >>"$out/logs/cmake-upgrade.log" 2>&1; then
+      echo "built $repo/build-bench-upgrade/examples/upgrade-server-a and -b" >&2
+    else
+      echo "ours' upgrade-server did not build in Release (see $out/logs/cmake-upgrade.log);" \
+        "upgrade.py takes build-bench/, build-release/ or build/ if there is one" >&2
+      rm -f "$repo/build-bench-upgrade/examples/upgrade-server-a" "$repo/build-bench-upgrade/examples/upgrade-server-b"
+    fi
+  else
+    echo "tests/programs/upgrade-server.c does not exist yet: no build of ours for the upgrade benchmark" >&2
+  fi
+fi
+{
+  echo "grace zero-downtime restart benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "nginx:   $(/usr/sbin/nginx -v 2>&1)"
+  echo "haproxy: $(haproxy -v 2>&1 | head -1)"
+  echo
+} | tee -a "$summary"
+echo "== upgrade.py" >&2
+/usr/bin/python3 "$here/upgrade.py" 2> >(tee "$out/logs/upgrade.py.stderr" >&2) | tee -a "$summary"
+rc=${PIPESTATUS[0]}
+if [[ $rc != 0 ]]; then
+  echo "(upgrade.py exited with status $rc: see $out/logs/upgrade.py.stderr)" | tee -a "$summary"
   status=1
 fi
 echo | tee -a "$summary"
