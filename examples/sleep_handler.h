@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <uv.h>
+
 #include "grace/duration.h"
 #include "grace/http.h"
 

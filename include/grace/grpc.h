@@ -34,15 +34,20 @@
  * stream's memory stays bounded and no message is dropped.  Every call a
  * handler receives must be finished exactly once, also after it was cancelled
  * (on_cancel): the finish then only releases the call.
+ *
+ * Dependencies: messages are protobuf-c's.  This header only declares
+ * protobuf-c's types, so it compiles without <protobuf-c/protobuf-c.h>;
+ * a program that registers typed methods or sends messages includes its
+ * generated *.pb-c.h (which includes protobuf-c's header) and links
+ * libprotobuf-c itself (pkg-config libprotobuf-c), as its generated code
+ * needs.  grace_grpc_call_loop returns libuv's loop: include <uv.h> and
+ * link libuv (pkg-config libuv) to start timers on it.
  */
 #ifndef GRACE_GRPC_H
 #define GRACE_GRPC_H
 
 #include <stddef.h>
 #include <stdint.h>
-
-#include <protobuf-c/protobuf-c.h>
-#include <uv.h>
 
 #include "grace/context.h"
 #include "grace/error.h"
@@ -53,6 +58,13 @@
 extern "C" {
 #endif
 
+/* protobuf-c's message types (ProtobufCMessage and
+ * ProtobufCMessageDescriptor of <protobuf-c/protobuf-c.h>) and libuv's loop
+ * (uv_loop_t of <uv.h>), declared here so that this header needs neither. */
+struct ProtobufCMessage;
+struct ProtobufCMessageDescriptor;
+struct uv_loop_s;
+
 typedef struct grace_grpc_server grace_grpc_server;
 typedef struct grace_grpc_call grace_grpc_call;
 
@@ -61,7 +73,7 @@ typedef struct grace_grpc_method {
   const char *path;
   /* The request message type; every received message is unpacked with it
    * before on_message.  NULL: on_message gets a grace_grpc_bytes. */
-  const ProtobufCMessageDescriptor *input;
+  const struct ProtobufCMessageDescriptor *input;
   /* A request message: a ProtobufCMessage * of type |input| (or a
    * grace_grpc_bytes *), borrowed until the callback returns. */
   void (*on_message)(grace_grpc_call *call, const void *msg, void *data);
@@ -218,7 +230,7 @@ GRACE_EXTERN const char *grace_grpc_call_metadata(grace_grpc_call *call,
                                                   const char *key);
 
 /* The loop of the call's connection, for timers; loop thread only. */
-GRACE_EXTERN uv_loop_t *grace_grpc_call_loop(grace_grpc_call *call);
+GRACE_EXTERN struct uv_loop_s *grace_grpc_call_loop(grace_grpc_call *call);
 
 /*
  * A context cancelled when the call is cancelled (see on_cancel) and that
@@ -247,7 +259,7 @@ GRACE_EXTERN void *grace_grpc_call_data(grace_grpc_call *call);
  * GRACE_ECLOSED  the call was cancelled: nothing more is sent
  */
 GRACE_EXTERN int grace_grpc_call_send(grace_grpc_call *call,
-                                      const ProtobufCMessage *msg);
+                                      const struct ProtobufCMessage *msg);
 
 /* grace_grpc_call_send with raw message bytes (copied). */
 GRACE_EXTERN int grace_grpc_call_send_bytes(grace_grpc_call *call,
@@ -265,7 +277,7 @@ GRACE_EXTERN int grace_grpc_call_send_bytes(grace_grpc_call *call,
  * here: on_cancel wakes such a waiter (GRACE_ECLOSED) first.
  */
 GRACE_EXTERN int grace_grpc_call_send_wait(grace_grpc_call *call,
-                                           const ProtobufCMessage *msg,
+                                           const struct ProtobufCMessage *msg,
                                            grace_duration timeout);
 
 /* grace_grpc_call_send_wait with raw message bytes (copied). */

@@ -62,6 +62,11 @@
  * A response whose HTTP status is not 200 and that carries no grpc-status
  * gets the code of doc/http-grpc-status-mapping.md
  * (grace_grpc_code_from_http_status).
+ *
+ * Dependencies: this header needs no other library's header.  The typed
+ * helper (grace_grpc_channel_unary_pb) takes protobuf-c messages: a program
+ * that uses it includes its generated *.pb-c.h and links libprotobuf-c
+ * itself (pkg-config libprotobuf-c).
  */
 #ifndef GRACE_GRPC_CLIENT_H
 #define GRACE_GRPC_CLIENT_H

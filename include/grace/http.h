@@ -36,6 +36,11 @@
  *  4. completion is reported the moment the last connection closes: no
  *     polling interval, no timer tick.
  * grace_http_server_close drops whatever is left.
+ *
+ * Dependencies: this header needs no other library's header.  The server
+ * runs on libuv, which the library links; a handler that uses the loop of
+ * grace_http_request_loop (a timer that answers later) includes <uv.h> and
+ * links libuv itself (pkg-config libuv).
  */
 #ifndef GRACE_HTTP_H
 #define GRACE_HTTP_H
@@ -45,7 +50,6 @@
 #include <stdint.h>
 
 #include <sys/socket.h>
-#include <uv.h>
 
 #include "grace/context.h"
 #include "grace/duration.h"
@@ -54,6 +58,10 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* libuv's loop (uv_loop_t of <uv.h>), declared here so that this header
+ * does not need <uv.h>. */
+struct uv_loop_s;
 
 typedef struct grace_http_server grace_http_server;
 
@@ -327,9 +335,11 @@ GRACE_EXTERN int grace_http_request_minor(grace_http_request *req);
 
 /*
  * The loop the request's connection lives on: a handler that answers later
- * may start libuv timers on it (and must close them itself).
+ * may start libuv timers on it (and must close them itself).  A uv_loop_t *
+ * (include <uv.h> to use it).
  */
-GRACE_EXTERN uv_loop_t *grace_http_request_loop(grace_http_request *req);
+GRACE_EXTERN struct uv_loop_s *
+grace_http_request_loop(grace_http_request *req);
 
 /*
  * The server the request arrived at.

@@ -38,6 +38,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <uv.h>
+
 #include "grace/http.h"
 
 static inline unsigned char exch_pat(uint64_t i) {

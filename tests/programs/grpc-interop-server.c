@@ -33,6 +33,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <uv.h>
+
 #include "empty.pb-c.h"
 #include "grace/flags.h"
 #include "grace/grpc.h"

@@ -32,6 +32,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <uv.h>
+
 #include "grace/flags.h"
 #include "grace/grpc.h"
 #include "grace/log.h"
