@@ -1,16 +1,20 @@
-# grace: protobuf-c code generated from proto/*.proto at build time.
+# grace: protobuf-c code generated from .proto files at build time.
 #
 #   include(cmake/proto.cmake)
-#   grace_proto_library(grace_proto
-#     ${CMAKE_SOURCE_DIR}/proto/helloworld.proto
-#     ${CMAKE_SOURCE_DIR}/proto/health.proto)
-#   target_link_libraries(grace PUBLIC grace_proto)
+#   grace_proto_library(grace_example_proto
+#     ${CMAKE_SOURCE_DIR}/examples/proto/helloworld.proto)
+#   target_link_libraries(greeter-server PRIVATE grace_example_proto)
 #
 # grace_proto_library(<target> <proto>...) runs protoc-c (Debian package
 # protobuf-c-compiler) on each .proto into <build>/<target>/, compiles the
 # generated sources into the static library <target>, links it against
 # libprotobuf-c (libprotobuf-c-dev) and exports the generated headers:
 # a target linking <target> can #include "helloworld.pb-c.h".
+#
+# grace_proto_generate(<sources_var> <out_dir> <proto>...) only generates:
+# it sets <sources_var> to the generated .pb-c.c and .pb-c.h files for a
+# target of the caller's to compile (libgrace compiles its private health
+# messages, src/grpc/grace_health.proto, into its own objects this way).
 #
 # Each .proto is compiled with its own directory as the import path, so a
 # proto may import another one from the same directory by its file name.
@@ -25,24 +29,18 @@
 
 include_guard(GLOBAL)
 
-function(grace_proto_library target)
-  if(ARGC LESS 2)
-    message(FATAL_ERROR "grace_proto_library(${target}): no .proto given")
+function(grace_proto_generate sources_var out_dir)
+  if(ARGC LESS 3)
+    message(FATAL_ERROR "grace_proto_generate(${sources_var}): no .proto given")
   endif()
 
   find_program(GRACE_PROTOC_C protoc-c)
   if(NOT GRACE_PROTOC_C)
     message(FATAL_ERROR "protoc-c not found (apt-get install protobuf-c-compiler)")
   endif()
-  find_package(PkgConfig REQUIRED)
-  if(NOT TARGET PkgConfig::PROTOBUF_C)
-    pkg_check_modules(PROTOBUF_C REQUIRED IMPORTED_TARGET GLOBAL libprotobuf-c)
-  endif()
 
-  set(out_dir ${CMAKE_CURRENT_BINARY_DIR}/${target})
   file(MAKE_DIRECTORY ${out_dir})
   set(sources "")
-  set(headers "")
   foreach(proto ${ARGN})
     get_filename_component(abs ${proto} ABSOLUTE)
     get_filename_component(dir ${abs} DIRECTORY)
@@ -55,15 +53,28 @@ function(grace_proto_library target)
       DEPENDS ${abs} ${GRACE_PROTOC_C}
       COMMENT "protoc-c ${name}.proto"
       VERBATIM)
-    list(APPEND sources ${c_file})
-    list(APPEND headers ${h_file})
+    list(APPEND sources ${c_file} ${h_file})
   endforeach()
+  set(${sources_var} ${sources} PARENT_SCOPE)
+endfunction()
 
-  add_library(${target} STATIC ${sources} ${headers})
+function(grace_proto_library target)
+  if(ARGC LESS 2)
+    message(FATAL_ERROR "grace_proto_library(${target}): no .proto given")
+  endif()
+  find_package(PkgConfig REQUIRED)
+  if(NOT TARGET PkgConfig::GRACE_PROTOBUF_C)
+    pkg_check_modules(GRACE_PROTOBUF_C REQUIRED IMPORTED_TARGET GLOBAL libprotobuf-c)
+  endif()
+
+  set(out_dir ${CMAKE_CURRENT_BINARY_DIR}/${target})
+  grace_proto_generate(sources ${out_dir} ${ARGN})
+
+  add_library(${target} STATIC ${sources})
   # SYSTEM keeps warnings inside the generated headers out of our builds
   # (the *__INIT macros excepted, see above).
   target_include_directories(${target} SYSTEM PUBLIC ${out_dir})
-  target_link_libraries(${target} PUBLIC PkgConfig::PROTOBUF_C)
+  target_link_libraries(${target} PUBLIC PkgConfig::GRACE_PROTOBUF_C)
   target_compile_options(${target} PRIVATE -w)
   set_target_properties(${target} PROPERTIES
     C_STANDARD 11

@@ -36,7 +36,7 @@ from benchlib import REPO_DIR, OUT_DIR, log  # noqa: E402
 
 OURS_NAME = "greeter-server"
 SERVER_NAMES = ("ours", "go", "cpp")
-METHOD = "/Greeter/SayHello"  # proto/helloworld.proto has no package
+METHOD = "/Greeter/SayHello"  # examples/proto/helloworld.proto has no package
 
 
 def find_ours():

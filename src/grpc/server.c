@@ -21,13 +21,30 @@
 
 #include "grace/grpc.h"
 #include "grpc/wire.h"
-#include "health.pb-c.h"
+#include "grace_health.pb-c.h"
 #include "http/internal.h"
 #include "http/stream.h"
 #include "net/list.h"
 
+/* The health service: its wire names are grpc.health.v1's; its messages
+ * come from the library's private copy of health.proto (grace_health.proto:
+ * same messages, C symbols of their own; see there), named shortly here. */
 #define HEALTH_CHECK "/grpc.health.v1.Health/Check"
 #define HEALTH_WATCH "/grpc.health.v1.Health/Watch"
+typedef Grace__Internal__Health__V1__HealthCheckRequest health_request;
+typedef Grace__Internal__Health__V1__HealthCheckResponse health_response;
+typedef Grace__Internal__Health__V1__HealthCheckResponse__ServingStatus
+    health_status_t;
+#define health_request_descriptor                                            \
+  grace__internal__health__v1__health_check_request__descriptor
+#define health_response_init                                                 \
+  grace__internal__health__v1__health_check_response__init
+#define HEALTH_SERVING                                                       \
+  GRACE__INTERNAL__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+#define HEALTH_NOT_SERVING                                                   \
+  GRACE__INTERNAL__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+#define HEALTH_SERVICE_UNKNOWN                                               \
+  GRACE__INTERNAL__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN
 
 typedef struct method_entry {
   grace_grpc_method m;
@@ -925,37 +942,33 @@ static int health_status(grace_grpc_server *srv, const char *service) {
   for (size_t i = 0; i < srv->nhealth; i++)
     if (strcmp(srv->health[i].service, service) == 0) {
       if (srv->stopping || srv->all_not_serving)
-        return GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
-      return srv->health[i].serving
-                 ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
-                 : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+        return HEALTH_NOT_SERVING;
+      return srv->health[i].serving ? HEALTH_SERVING : HEALTH_NOT_SERVING;
     }
   size_t slen = strlen(service);
   for (size_t i = 0; i < srv->nmethods && !known; i++)
     known = strncmp(srv->methods[i].path + 1, service, slen) == 0 &&
             srv->methods[i].path[slen + 1] == '/';
   if (!known)
-    return GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
-  return srv->stopping || srv->all_not_serving
-             ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
-             : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    return HEALTH_SERVICE_UNKNOWN;
+  return srv->stopping || srv->all_not_serving ? HEALTH_NOT_SERVING
+                                               : HEALTH_SERVING;
 }
 
 static int send_health(grace_grpc_call *call, int status) {
-  Grpc__Health__V1__HealthCheckResponse resp;
-  grpc__health__v1__health_check_response__init(&resp);
-  resp.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)status;
+  health_response resp;
+  health_response_init(&resp);
+  resp.status = (health_status_t)status;
   return grace_grpc_call_send(call, &resp.base);
 }
 
 static void health_check(grace_grpc_call *call, const void *msg, void *data) {
-  const Grpc__Health__V1__HealthCheckRequest *req = msg;
+  const health_request *req = msg;
   grace_grpc_server *srv = data;
   pthread_mutex_lock(&srv->lock);
   int status = health_status(srv, req->service ? req->service : "");
   pthread_mutex_unlock(&srv->lock);
-  if (status ==
-      GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN) {
+  if (status == HEALTH_SERVICE_UNKNOWN) {
     grace_grpc_call_finish(call, GRACE_GRPC_NOT_FOUND, "unknown service");
     return;
   }
@@ -964,7 +977,7 @@ static void health_check(grace_grpc_call *call, const void *msg, void *data) {
 }
 
 static void health_watch(grace_grpc_call *call, const void *msg, void *data) {
-  const Grpc__Health__V1__HealthCheckRequest *req = msg;
+  const health_request *req = msg;
   grace_grpc_server *srv = data;
   const char *service = req->service ? req->service : "";
   call->watch_service = strdup(service);
@@ -1146,12 +1159,12 @@ int grace_grpc_server_new(const grace_grpc_options *opts,
   grace__http_set_stream_send_buffer(srv->http, srv->opts.max_send_buffer);
   grace_grpc_method check = {
       .path = HEALTH_CHECK,
-      .input = &grpc__health__v1__health_check_request__descriptor,
+      .input = &health_request_descriptor,
       .on_message = health_check,
       .data = srv};
   grace_grpc_method watch = {
       .path = HEALTH_WATCH,
-      .input = &grpc__health__v1__health_check_request__descriptor,
+      .input = &health_request_descriptor,
       .on_message = health_watch,
       .on_cancel = health_watch_cancel,
       .data = srv};

@@ -3,7 +3,7 @@
 # Debian's libgrpc++-dev; print the binary's path on stdout.
 #
 #   protoc --cpp_out + grpc_cpp_plugin (protobuf-compiler-grpc) generate the
-#   messages and the service from proto/helloworld.proto into OUT/cpp-gen,
+#   messages and the service from examples/proto/helloworld.proto into OUT/cpp-gen,
 #   then one g++ -O2 call links them with pkg-config grpc++ protobuf.
 #
 # Needs: g++, pkg-config, libgrpc++-dev, protobuf-compiler, protobuf-compiler-grpc.
@@ -16,7 +16,7 @@ repo=$(cd "$here/../../.." && pwd)
 out=${1:-${GRACE_BENCH_OUT:-$repo/bench/out}/grpc}
 bin=$out/greeter-server-cpp
 src=$here/greeter_server.cc
-proto=$repo/proto/helloworld.proto
+proto=$repo/examples/proto/helloworld.proto
 
 if [[ -x $bin && $bin -nt $src && $bin -nt $proto && $bin -nt $0 ]]; then
   echo "$bin"

@@ -4,7 +4,7 @@
 #
 #   protoc + protoc-gen-go (Debian protoc-gen-go) + protoc-gen-go-grpc (Debian
 #   protoc-gen-go-grpc) generate package "gracebench/pb" from
-#   proto/helloworld.proto into a scratch GOPATH under OUT; then
+#   examples/proto/helloworld.proto into a scratch GOPATH under OUT; then
 #   GO111MODULE=off GOPATH=OUT/gopath:/usr/share/gocode go build.
 #
 # Needs: golang-go, golang-google-grpc-dev, golang-github-golang-protobuf-1-5-dev
@@ -18,7 +18,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
 out=${1:-${GRACE_BENCH_OUT:-$repo/bench/out}/grpc}
 bin=$out/greeter-server-go
-proto=$repo/proto/helloworld.proto
+proto=$repo/examples/proto/helloworld.proto
 
 if [[ -x $bin && $bin -nt $here/main.go && $bin -nt $proto && $bin -nt $0 ]]; then
   echo "$bin"

@@ -19,7 +19,7 @@
 // -shutdown-timeout D.
 //
 // Build: bench/grpc/go-greeter/build.sh (protoc + Debian's protoc-gen-go and
-// protoc-gen-go-grpc generate package pb from proto/helloworld.proto into a
+// protoc-gen-go-grpc generate package pb from examples/proto/helloworld.proto into a
 // scratch GOPATH; GO111MODULE=off, GOPATH=scratch:/usr/share/gocode).
 package main
 

@@ -46,7 +46,7 @@ if [[ -x $bin && $bin -nt $src && $bin -nt $lib/libgrace.a && $bin -nt $0 ]]; th
   exit 0
 fi
 # shellcheck disable=SC2046
-cc -std=c11 -O2 -D_GNU_SOURCE -Wall -Wextra -Werror -I "$repo/include" -o "$bin" "$src" \
-  "$lib/libgrace.a" "$lib/libgrace_proto.a" \
+cc -std=c11 -O2 -D_GNU_SOURCE -Wall -Wextra -Werror -I "$repo/include" -I "$lib/include" -o "$bin" "$src" \
+  "$lib/libgrace.a" \
   $(pkg-config --cflags --libs libuv libnghttp2 libprotobuf-c) -lpthread
 echo "$bin"
