@@ -3,10 +3,14 @@
 #   make test   builds everything (gcc, clang + ASan/UBSan, clang + TSan) and
 #               runs every test in each build; valgrind checks run in the first
 # Both install the Debian packages they need when missing (idempotent).
+#   make install [PREFIX=/usr/local] [DESTDIR=/staging]
+#               installs the library (libgrace.so.X and libgrace.a), its
+#               headers, grace.pc and the CMake package from the Release build
 
 SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PREFIX ?= /usr/local
 
 # What building and testing need (wrk and haproxy drive the upgrade tests,
 # tests/integration/test_upgrade*.py; the Go packages build h2spec, from
@@ -30,7 +34,7 @@ BENCH_DEBS := wrk nginx-light golang-go haproxy nghttp2-client g++ \
         protobuf-compiler-grpc python3-grpcio python3-hpack
 
 .PHONY: all deps bench-deps build build-asan build-tsan build-release test test-default \
-        test-asan test-tsan demo bench clean
+        test-asan test-tsan demo bench install clean
 
 all: build
 
@@ -96,6 +100,11 @@ test-tsan: build-tsan
 
 test: test-default test-asan test-tsan build-release
 	@echo "make test: every build passed"
+
+# cmake --install takes the prefix now (grace.pc is written for it) and
+# DESTDIR from the environment; both are passed on explicitly.
+install: build-release
+	DESTDIR="$(DESTDIR)" cmake --install build-release --prefix "$(PREFIX)"
 
 demo: build
 	bash scripts/demo.sh build/examples
