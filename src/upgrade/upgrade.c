@@ -552,16 +552,11 @@ int grace_upgrader_new(const grace_upgrader_options *opts, int argc,
   for (int i = 0; i < argc; i++)
     if ((u->argv[i] = xstrdup(argv[i])) == NULL)
       goto fail;
-  u->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (u->wake_fd < 0) {
-    rv = -errno;
-    goto fail;
-  }
-  rv = grace_ctx_with_cancel(grace_ctx_background(), &u->ctx);
-  if (rv != 0)
-    goto fail;
 
-  /* What was inherited: from a predecessor, then from systemd. */
+  /* What was inherited: from a predecessor, then from systemd.  Before
+   * this process opens any descriptor of its own: one opened first would
+   * take the number of an inherited descriptor that is missing, which
+   * would then be adopted in its place instead of being refused. */
   rv = adopt_predecessor(u);
   unset_env();
   if (rv != 0)
@@ -594,6 +589,15 @@ int grace_upgrader_new(const grace_upgrader_options *opts, int argc,
     if (rv != 0)
       goto fail;
   }
+
+  u->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (u->wake_fd < 0) {
+    rv = -errno;
+    goto fail;
+  }
+  rv = grace_ctx_with_cancel(grace_ctx_background(), &u->ctx);
+  if (rv != 0)
+    goto fail;
 
   if (signo > 0) {
     if (sig_pipe[0] < 0 && pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
