@@ -358,7 +358,7 @@ static int adopt_predecessor(grace_upgrader *u) {
   const char *fds = getenv(ENV_FDS);
   if (fds == NULL)
     return 0;
-  long n, ctl, parent, gen = 2;
+  long n = 0, ctl, parent, gen = 2;
   int rv = parse_int(fds, 0, MAX_FDS - 1, &n);
   if (rv == 0)
     rv = parse_int(getenv(ENV_CTL), 3, INT_MAX, &ctl);
@@ -368,8 +368,17 @@ static int adopt_predecessor(grace_upgrader *u) {
     rv = parse_int(getenv(ENV_GEN), 2, INT_MAX, &gen);
   if (rv == 0 && ctl != 3 + n)
     rv = GRACE_EINVAL;
+  /* Exactly one name per descriptor, as spawn writes them. */
+  const char *names = n > 0 ? getenv(ENV_NAMES) : "";
+  if (rv == 0 && n > 0) {
+    long count = names != NULL ? 1 : 0;
+    for (const char *q = names; q != NULL && *q != '\0'; q++)
+      count += *q == ':';
+    if (count != n)
+      rv = GRACE_EINVAL;
+  }
   if (rv == 0)
-    rv = adopt_named(u, n > 0 ? getenv(ENV_NAMES) : "", 3, (int)n, false);
+    rv = adopt_named(u, names, 3, (int)n, false);
   if (rv != 0)
     return rv;
   int type = 0;
