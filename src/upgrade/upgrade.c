@@ -1474,9 +1474,16 @@ static int bind_control(grace_upgrader *u) {
       unlink(u->control_path);
     close(probe);
   }
+  /* A socket file is created with 0777 less the umask: owner only
+   * (0700) from the start, then 0600 as documented (connecting needs
+   * write permission; x means nothing on a socket).  Not umask(0177):
+   * the umask is the whole process's, and a directory another thread
+   * made meanwhile would lose its owner's x. */
   mode_t old = umask(0077);
   int rv = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
   umask(old);
+  if (rv == 0)
+    (void)chmod(u->control_path, 0600);
   if (rv != 0 || listen(fd, 16) != 0) {
     rv = -errno;
     close(fd);
