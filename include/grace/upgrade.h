@@ -148,8 +148,9 @@ typedef struct grace_upgrader_options {
    * "upgrade\n" and reads one line) asks for an upgrade and gets "ok
    * <pid>\n" once the successor is ready, or "error <reason>\n".  Handed
    * over like a listener, so the path keeps working across upgrades.
-   * Created with mode 0600; a stale socket file at the path is replaced.
-   * NULL: none. */
+   * Created with mode 0600; a stale socket file at the path is replaced,
+   * while a live one, or a file that is no socket, makes
+   * grace_upgrader_ready fail with GRACE_EADDRINUSE.  NULL: none. */
   const char *control_path;
   /* Also park the listeners in systemd's file descriptor store
    * (FDSTORE=1 with their names; needs FileDescriptorStoreMax= in the

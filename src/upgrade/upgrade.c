@@ -1462,15 +1462,19 @@ static int bind_control(grace_upgrader *u) {
   if (fd < 0)
     return -errno;
   /* A socket file nobody listens on is stale: replace it.  One somebody
-   * listens on is another process's. */
+   * listens on is another process's.  connect also says ECONNREFUSED for
+   * a file that is no socket at all: that one is left alone (bind then
+   * fails with EADDRINUSE). */
   int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (probe >= 0) {
+    struct stat st;
     if (connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
       close(probe);
       close(fd);
       return GRACE_EADDRINUSE;
     }
-    if (errno == ECONNREFUSED)
+    if (errno == ECONNREFUSED && lstat(u->control_path, &st) == 0 &&
+        S_ISSOCK(st.st_mode))
       unlink(u->control_path);
     close(probe);
   }
