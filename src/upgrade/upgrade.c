@@ -1091,14 +1091,6 @@ static void child_ready(grace_upgrader *u) {
             "and drains",
          (long)pid, ms, (long)getpid());
   }
-  answer_waiters(u, 0, msg);
-  /* Our control listener is the successor's now. */
-  for (int i = 0; i < MAX_CLIENTS; i++)
-    chan_close(&u->clients[i]);
-  if (u->control_fd >= 0) {
-    close(u->control_fd);
-    u->control_fd = -1;
-  }
   if (first) {
     if (u->parent.fd >= 0)
       (void)send_line(u->parent.fd, "handover %ld", (long)pid);
@@ -1107,6 +1099,16 @@ static void child_ready(grace_upgrader *u) {
       grace_group_part_done(u->part, 0);
     }
     grace_ctx_cancel(u->ctx);
+  }
+  /* The requesters learn it once the hand-over is done here: their
+   * grace_upgrader_upgrade returns 0 with the context cancelled. */
+  answer_waiters(u, 0, msg);
+  /* Our control listener is the successor's now. */
+  for (int i = 0; i < MAX_CLIENTS; i++)
+    chan_close(&u->clients[i]);
+  if (u->control_fd >= 0) {
+    close(u->control_fd);
+    u->control_fd = -1;
   }
 }
 
