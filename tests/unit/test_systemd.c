@@ -1,6 +1,7 @@
 /*
  * Unit tests of the systemd protocols (src/group/systemd.c): notification
- * datagrams read back from a real NOTIFY_SOCKET, the group's READY=1,
+ * datagrams read back from a real NOTIFY_SOCKET (with the descriptors
+ * grace_sd_notify_with_fds attaches), the group's READY=1,
  * STOPPING=1 and EXTEND_TIMEOUT_USEC messages, and socket activation with
  * real listening sockets on descriptor 3, in forked children (the
  * descriptor numbers and the environment are process-wide).
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -146,7 +148,140 @@ static void test_notify_bad_addresses(void **state) {
   unsetenv("NOTIFY_SOCKET");
 }
 
-/* ---- the group's notifications -------------------------------------------- */
+/* A listening TCP socket on 127.0.0.1 (any port). */
+static int tcp_listener(void) {
+  struct sockaddr_in sa = {.sin_family = AF_INET};
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(fd >= 0);
+  assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  assert_int_equal(listen(fd, 4), 0);
+  return fd;
+}
+
+/* Reads one datagram (waiting up to 1 s) with the descriptors that came
+ * with it: its length; |*nfds| descriptors stored in |fds|. */
+static int recv_with_fds(int fd, char *buf, size_t cap, int *fds, int maxfds,
+                         int *nfds) {
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  if (poll(&p, 1, 1000) != 1)
+    return -1;
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * 8)];
+    struct cmsghdr align;
+  } control;
+  struct iovec iov = {.iov_base = buf, .iov_len = cap - 1};
+  struct msghdr msg = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = control.buf,
+                       .msg_controllen = sizeof(control.buf)};
+  assert_true(maxfds <= 8);
+  ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+  assert_true(n >= 0);
+  assert_int_equal(msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC), 0);
+  buf[n] = '\0';
+  *nfds = 0;
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm != NULL;
+       cm = CMSG_NXTHDR(&msg, cm)) {
+    assert_int_equal(cm->cmsg_level, SOL_SOCKET);
+    assert_int_equal(cm->cmsg_type, SCM_RIGHTS);
+    size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    assert_true(*nfds + (int)k <= maxfds);
+    memcpy(fds + *nfds, CMSG_DATA(cm), k * sizeof(int));
+    *nfds += (int)k;
+  }
+  return (int)n;
+}
+
+/* |a| and |b| are the same open file (socket, pipe): same inode. */
+static bool same_file(int a, int b) {
+  struct stat sa, sb;
+  return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
+static int local_port(int fd) {
+  struct sockaddr_in sa;
+  socklen_t len = sizeof(sa);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+  return ntohs(sa.sin_port);
+}
+
+static void test_notify_with_fds(void **state) {
+  (void)state;
+  char path[128], buf[256];
+  int got[8], ngot, acc = 0;
+  socklen_t alen = sizeof(acc);
+  sock_path(path, sizeof(path), "notify-fds");
+  int fd = notify_listener(path);
+  int l = tcp_listener();
+  int pp[2];
+  assert_int_equal(pipe2(pp, O_CLOEXEC), 0);
+
+  /* Without NOTIFY_SOCKET: nothing to do, nothing sent. */
+  unsetenv("NOTIFY_SOCKET");
+  assert_int_equal(grace_sd_notify_with_fds("FDSTORE=1\nFDNAME=x", &l, 1), 0);
+
+  setenv("NOTIFY_SOCKET", path, 1);
+  assert_int_equal(recv_msg(fd, buf, sizeof(buf), 0), -1);
+  /* One listening socket: the text, and the same socket as SCM_RIGHTS. */
+  assert_int_equal(grace_sd_notify_with_fds("FDSTORE=1\nFDNAME=x", &l, 1), 1);
+  assert_int_equal(recv_with_fds(fd, buf, sizeof(buf), got, 8, &ngot), 18);
+  assert_string_equal(buf, "FDSTORE=1\nFDNAME=x");
+  assert_int_equal(ngot, 1);
+  assert_true(got[0] != l);
+  assert_true(same_file(got[0], l));
+  assert_int_equal(local_port(got[0]), local_port(l));
+  assert_int_equal(
+      getsockopt(got[0], SOL_SOCKET, SO_ACCEPTCONN, &acc, &alen), 0);
+  assert_true(acc);
+  close(got[0]);
+  /* The caller's descriptor stays its own, open. */
+  assert_true(fcntl(l, F_GETFD) >= 0);
+
+  /* Several, in their order. */
+  int two[2] = {pp[0], l};
+  assert_int_equal(grace_sd_notify_with_fds("FDSTORE=1\nFDNAME=a", two, 2), 1);
+  assert_int_equal(recv_with_fds(fd, buf, sizeof(buf), got, 8, &ngot), 18);
+  assert_string_equal(buf, "FDSTORE=1\nFDNAME=a");
+  assert_int_equal(ngot, 2);
+  assert_true(same_file(got[0], pp[0]));
+  assert_true(same_file(got[1], l));
+  close(got[0]);
+  close(got[1]);
+
+  /* None: a plain message (fds may be NULL). */
+  assert_int_equal(grace_sd_notify_with_fds("STATUS=none", NULL, 0), 1);
+  assert_int_equal(recv_with_fds(fd, buf, sizeof(buf), got, 8, &ngot), 11);
+  assert_string_equal(buf, "STATUS=none");
+  assert_int_equal(ngot, 0);
+
+  /* Refused: too many, or none given for a count, or no text. */
+  int many[GRACE_SD_NOTIFY_MAX_FDS + 1];
+  for (size_t i = 0; i < GRACE_SD_NOTIFY_MAX_FDS + 1; i++)
+    many[i] = l;
+  assert_int_equal(grace_sd_notify_with_fds("FDSTORE=1", many,
+                                            GRACE_SD_NOTIFY_MAX_FDS + 1),
+                   GRACE_EINVAL);
+  assert_int_equal(grace_sd_notify_with_fds("FDSTORE=1", NULL, 1),
+                   GRACE_EINVAL);
+  assert_int_equal(grace_sd_notify_with_fds("", &l, 1), GRACE_EINVAL);
+  assert_int_equal(grace_sd_notify_with_fds(NULL, &l, 1), GRACE_EINVAL);
+  assert_int_equal(recv_msg(fd, buf, sizeof(buf), 0), -1);
+  /* The largest count is sent. */
+  assert_int_equal(
+      grace_sd_notify_with_fds("FDSTORE=1", many, GRACE_SD_NOTIFY_MAX_FDS), 1);
+  assert_int_equal(recv_msg(fd, buf, sizeof(buf), 1000), 9);
+
+  close(pp[0]);
+  close(pp[1]);
+  close(l);
+  close(fd);
+  unlink(path);
+  unsetenv("NOTIFY_SOCKET");
+}
+
+/* ---- the group's notifications ------------------------------------------- */
 
 typedef struct drainer {
   grace_group_part *part;
@@ -259,7 +394,7 @@ static void test_group_no_notify_option(void **state) {
   assert_int_equal(rcv.n, 0);
 }
 
-/* ---- socket activation, in forked children -------------------------------- */
+/* ---- socket activation, in forked children ------------------------------- */
 
 #define CHECK(cond)                                                            \
   do {                                                                         \
@@ -479,6 +614,7 @@ int main(void) {
       cmocka_unit_test(test_notify_to_a_path),
       cmocka_unit_test(test_notify_to_an_abstract_name),
       cmocka_unit_test(test_notify_bad_addresses),
+      cmocka_unit_test(test_notify_with_fds),
       cmocka_unit_test(test_listen_fds_serves_an_activated_socket),
       cmocka_unit_test(test_listen_fds_rules),
       cmocka_unit_test(test_parse_uint),
