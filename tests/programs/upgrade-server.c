@@ -17,6 +17,12 @@
  * the next process to start fails, as the test asks: "exit" (exit 1
  * before it is ready), "hang" (never ready), "crash" (abort 200 ms after
  * it is ready).
+ *
+ * -shutdown-delay is the group's shutdown delay (phase 2 of a plain
+ * shutdown; a hand-over has none), for the stop + start rolling restarts
+ * of tests/integration/test_upgrade_fleet.py.  -shutdown-timeout 0s
+ * takes the deadline from the environment (GRACE_SHUTDOWN_TIMEOUT or
+ * TERMINATION_GRACE_PERIOD_SECONDS).
  */
 #include <pthread.h>
 #include <stdbool.h>
@@ -130,7 +136,7 @@ int main(int argc, char **argv) {
   const char *upgrade_socket = NULL, *fail_file = NULL, *exe = NULL;
   const char *second_addr = NULL;
   grace_duration timeout = 10 * GRACE_SECOND, upgrade_timeout = 0;
-  grace_duration close_spread = 0;
+  grace_duration close_spread = 0, shutdown_delay = 0;
   int64_t loops = 1;
 
   grace_flags *flags = grace_flags_new(argv[0]);
@@ -149,7 +155,9 @@ int main(int argc, char **argv) {
   grace_flags_duration(flags, "close-spread", &close_spread,
                        "keep-alive close spread of a hand-over");
   grace_flags_duration(flags, "shutdown-timeout", &timeout,
-                       "deadline of the drain");
+                       "deadline of the drain (0: from the environment)");
+  grace_flags_duration(flags, "shutdown-delay", &shutdown_delay,
+                       "not ready but serving this long at a plain shutdown");
   grace_flags_string(flags, "fail-file", &fail_file,
                      "a file naming how the next process to start fails");
   grace_flags_int(flags, "loops", &loops, "event-loop threads");
@@ -182,6 +190,7 @@ int main(int argc, char **argv) {
   grace_group_options go;
   grace_group_options_init(&go);
   go.shutdown_timeout = timeout;
+  go.shutdown_delay = shutdown_delay;
   grace_group *g;
   if ((rv = grace_group_new(&go, &g)) != 0)
     grace_log_fatal("group: %s", grace_strerror(rv));
