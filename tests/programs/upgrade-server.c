@@ -76,6 +76,15 @@ static void sleeper_fire(uv_timer_t *t) {
   uv_close((uv_handle_t *)&s->timer, sleeper_closed);
 }
 
+/* The request was cut (the deadline's force, or the client left): no
+ * answer, and the request is given back before the server is freed. */
+static void sleeper_cancel(grace_http_request *req, void *data) {
+  sleeper *s = data;
+  uv_timer_stop(&s->timer);
+  grace_http_request_abandon(req);
+  uv_close((uv_handle_t *)&s->timer, sleeper_closed);
+}
+
 static void handle_sleep(grace_http_request *req, void *data) {
   (void)data;
   grace_duration d = 300 * GRACE_MILLISECOND;
@@ -90,6 +99,7 @@ static void handle_sleep(grace_http_request *req, void *data) {
   s->req = req;
   uv_timer_init(grace_http_request_loop(req), &s->timer);
   s->timer.data = s;
+  grace_http_request_on_cancel(req, sleeper_cancel, s);
   uv_timer_start(&s->timer, sleeper_fire, (uint64_t)(d / GRACE_MILLISECOND),
                  0);
 }
