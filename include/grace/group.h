@@ -443,8 +443,10 @@ GRACE_EXTERN int grace_group_run(grace_group *g, grace_ctx *stop,
 
 /*
  * True while the group serves and is not shutting down: from the moment
- * every part has started to the first phase of the shutdown.  What
- * /readyz and a gRPC health service report.  Any thread.
+ * every part has started to the first phase of the shutdown (in the
+ * successor of an upgrade, from the start of grace_group_run: see
+ * grace_group_add_upgrader).  What /readyz and a gRPC health service
+ * report.  Any thread.
  */
 GRACE_EXTERN bool grace_group_ready(grace_group *g);
 

@@ -36,7 +36,9 @@
  *  2. waits until the successor is ready: its group has started every part
  *     (so every inherited listener is served) and options.ready_check, if
  *     any, has passed.  Meanwhile both processes accept from the shared
- *     queues;
+ *     queues, and the successor's readiness (/readyz) already says ready:
+ *     it answers for an endpoint that is ready, so that a load balancer's
+ *     health check landing on it while it starts sees no flap;
  *  3. writes the PID file naming the successor, tells systemd
  *     MAINPID=<successor> (so that systemd follows it and does not kill
  *     it), and stops accepting: its group drains as for a signal, minus
@@ -297,8 +299,11 @@ GRACE_EXTERN grace_ctx *grace_upgrader_context(grace_upgrader *u);
  * the servers, so that it starts last (grace_upgrader_ready, once every
  * server serves); a hand-over makes the group drain as described at the
  * top of this file; a shutdown by signal stops upgrading at its first
- * phase (grace_upgrader_stop).  |u| is borrowed until grace_group_free.  Returns as
- * grace_group_add.
+ * phase (grace_upgrader_stop).  In a successor the group is ready
+ * (grace_group_ready) from the start of grace_group_run rather than once
+ * every part has started (the endpoint is ready: its predecessor serves
+ * it), and turns not ready again if a part fails to start.  |u| is
+ * borrowed until grace_group_free.  Returns as grace_group_add.
  */
 GRACE_EXTERN int grace_group_add_upgrader(grace_group *g, const char *name,
                                           grace_upgrader *u);

@@ -83,6 +83,8 @@ void grace__group_handover(grace_group *g, int pid, grace_duration spread) {
   atomic_store(&g->handover_pid, pid);
 }
 
+void grace__group_ready_at_start(grace_group *g) { g->ready_at_start = true; }
+
 grace_group *grace__part_group(grace_group_part *part) { return part->g; }
 
 grace_duration grace__group_handover_spread(grace_group *g) {
@@ -960,9 +962,15 @@ int grace_group_run(grace_group *g, grace_ctx *stop,
   }
   g->notify = !g->opts.no_notify && grace_sd_notify_wanted();
 
+  /* A successor answers for an endpoint that is ready already: its
+   * predecessor serves the same sockets until the hand-over. */
+  if (g->ready_at_start)
+    atomic_store(&g->ready, true);
   rv = start_parts(g, &r);
-  if (rv != 0)
+  if (rv != 0) {
+    atomic_store(&g->ready, false);
     goto out;
+  }
   int64_t t_start = grace__group_now(g);
   atomic_store(&g->ready, true);
   if (g->notify)

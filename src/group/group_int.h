@@ -79,6 +79,8 @@ struct grace_group {
   atomic_int handover_pid;
   _Atomic grace_duration handover_spread;
   bool part_stopped; /* under lock: a part stopped on its own */
+  /* Ready from the start of grace_group_run (grace__group_ready_at_start). */
+  bool ready_at_start;
   atomic_bool ready;
   atomic_int phase;
   /* Finished phases' durations (ns), and the drain's bounds (grace_now),
@@ -120,6 +122,16 @@ void grace__group_wake(grace_group *g);
  * over at least |spread|.  Any thread.
  */
 void grace__group_handover(grace_group *g, int pid, grace_duration spread);
+
+/*
+ * Makes the group say ready from the start of grace_group_run, before its
+ * parts start, instead of once they all have: for the successor of an
+ * upgrade (grace/upgrade.h), which serves the inherited listeners beside
+ * its ready predecessor while it starts, so that a health check landing
+ * on it then does not see the endpoint turn "not ready".  If a part fails
+ * to start, readiness turns false again.  Before grace_group_run.
+ */
+void grace__group_ready_at_start(grace_group *g);
 
 /* The close spread a hand-over asks of the parts that serve, or 0. */
 grace_duration grace__group_handover_spread(grace_group *g);

@@ -1743,7 +1743,13 @@ int grace_group_add_upgrader(grace_group *g, const char *name,
   if (u->group != NULL)
     return GRACE_EBUSY;
   int rv = grace_group_add(g, name, &ops, u, &u->part);
-  if (rv == 0)
+  if (rv == 0) {
     u->group = g;
+    /* A successor serves the inherited listeners while its group starts,
+     * beside its ready predecessor: /readyz must not say "not ready"
+     * then (a load balancer would take the endpoint out). */
+    if (grace_upgrader_is_successor(u))
+      grace__group_ready_at_start(g);
+  }
   return rv;
 }

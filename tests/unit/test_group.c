@@ -916,6 +916,74 @@ static void test_part_failures(void **state) {
   grace_ctx_unref(stop);
 }
 
+/* A part that records, when it starts, whether its group says ready. */
+static atomic_int ready_seen_at_start = -1;
+
+static int ready_probe_start(grace_group_part *part, void *data) {
+  (void)data;
+  atomic_store(&ready_seen_at_start,
+               grace_group_ready(grace__part_group(part)) ? 1 : 0);
+  return 0;
+}
+
+static void ready_probe_add(grace_group *g) {
+  grace_group_part_ops ops = {
+      .start = ready_probe_start,
+      .begin = fake_begin,
+      .force = fake_force,
+  };
+  static fake probe;
+  memset(&probe, 0, sizeof(probe));
+  probe.name = "probe";
+  assert_int_equal(grace_group_add(g, "probe", &ops, &probe, &probe.part), 0);
+}
+
+/* A successor of an upgrade (grace__group_ready_at_start) is ready while
+ * its parts start; a plain group only once they all have; a successor
+ * whose part fails to start is not ready afterwards. */
+static void test_ready_at_start(void **state) {
+  (void)state;
+  grace_group_result res;
+  grace_ctx *stop = cancelled_stop();
+
+  events_reset();
+  grace_group *g = new_group(0, 5 * GRACE_SECOND);
+  ready_probe_add(g);
+  capture_start();
+  assert_int_equal(grace_group_run(g, stop, &res), 0);
+  capture_end();
+  assert_int_equal(atomic_load(&ready_seen_at_start), 0);
+  grace_group_free(g);
+
+  events_reset();
+  g = new_group(0, 5 * GRACE_SECOND);
+  grace__group_ready_at_start(g);
+  ready_probe_add(g);
+  capture_start();
+  assert_int_equal(grace_group_run(g, stop, &res), 0);
+  capture_end();
+  assert_int_equal(atomic_load(&ready_seen_at_start), 1);
+  assert_false(grace_group_ready(g)); /* the shutdown turned it false */
+  grace_group_free(g);
+
+  fake bad = {.start_err = GRACE_EADDRINUSE};
+  events_reset();
+  g = new_group(0, 5 * GRACE_SECOND);
+  grace__group_ready_at_start(g);
+  ready_probe_add(g);
+  fake_add(g, &bad, "bad");
+  grace_ctx *never;
+  assert_int_equal(grace_ctx_with_cancel(grace_ctx_background(), &never), 0);
+  capture_start();
+  assert_int_equal(grace_group_run(g, never, &res), GRACE_EADDRINUSE);
+  capture_end();
+  assert_int_equal(atomic_load(&ready_seen_at_start), 1);
+  assert_false(grace_group_ready(g));
+  grace_group_free(g);
+  grace_ctx_unref(never);
+  grace_ctx_unref(stop);
+}
+
 static void test_api_misuse(void **state) {
   (void)state;
   grace_group_options opts;
@@ -1853,6 +1921,7 @@ static void test_worker_part_forced_at_deadline(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_phases_run_in_order),
+      cmocka_unit_test(test_ready_at_start),
       cmocka_unit_test(test_drain_completes_with_zero_lag),
       cmocka_unit_test(test_deadline_forces_what_is_left),
       cmocka_unit_test(test_hooks_are_awaited),
