@@ -108,11 +108,15 @@ now_ms() { date +%s%3N; }
 # ---------------------------------------------------------------------------
 # Process helpers
 
-# A port on 127.0.0.1 that nothing answers on right now.
+# A port on 127.0.0.1 that nothing answers on right now, below the
+# ephemeral range: a port clients use for their own end (wrk's, under
+# load) cannot be bound for listening.
 free_port() {
-  local _ port
+  local _ port low=32768
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null
+  [ "$low" -gt 12000 ] 2>/dev/null || low=32768
   for _ in $(seq 1 50); do
-    port=$((20000 + RANDOM % 30000))
+    port=$((10000 + RANDOM % (low - 10000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "$port"
       return 0

@@ -51,11 +51,14 @@
  *  4. exits 0 once drained (grace_group_run returns 0,
  *     result->handed_over names the successor).
  *
- * Failure before ready (the successor exits, crashes, or is not ready
- * within options.ready_timeout): the successor is killed (SIGKILL) and
- * reaped, the running process goes on serving as if nothing happened,
- * logs why, and the requester learns it (grace_upgrader_upgrade's return
- * value and message, grace-upgrade's exit status).  Failure after ready,
+ * Failure before ready (the successor exits, crashes, says it is not
+ * ready, or is not ready within options.ready_timeout): the running
+ * process goes on serving as if nothing happened, logs why, and the
+ * requester learns it (grace_upgrader_upgrade's return value and message,
+ * grace-upgrade's exit status).  A successor that still runs is told to
+ * stop (SIGTERM): it served the shared queues meanwhile, and drains what
+ * it accepted instead of losing it; it is killed (SIGKILL) if it has not
+ * exited 10 s later, and reaped either way.  Failure after ready,
  * while the old process drains: the old process still holds a copy of
  * every listening socket (nothing is refused, connections wait in the
  * queues), starts the binary it runs itself (/proc/self/exe: the previous
@@ -107,10 +110,13 @@ typedef struct grace_upgrader grace_upgrader;
 
 /*
  * A readiness check of the program's own, run in the successor after its
- * group has started every part and before it says ready.  Returns 0 when
- * ready, GRACE_EBUSY when not yet (it is called again 10 ms later), or
- * another negative error: the successor then reports that it is not
- * ready and the upgrade fails.
+ * group has started every part and before it says ready: first within
+ * grace_upgrader_ready, then, while it answers "not yet", on the
+ * upgrader's thread every 10 ms (meanwhile the process serves).  Returns
+ * 0 when ready, GRACE_EBUSY when not yet, or another negative error: the
+ * successor then tells its predecessor that it is not ready and the
+ * upgrade fails.  Also run in a first process, before it writes the PID
+ * file.
  */
 typedef int (*grace_upgrader_check_fn)(grace_upgrader *u, void *data);
 
@@ -248,13 +254,15 @@ GRACE_EXTERN unsigned grace_upgrader_generation(grace_upgrader *u);
 /*
  * Says that this process is ready: in a successor, tells the predecessor
  * (which then drains); in the first process, writes the PID file.  Runs
- * options.ready_check first.  Then starts the upgrader's thread, which
+ * options.ready_check first (while it says "not yet", the thread asks it
+ * again and says ready later).  Starts the upgrader's thread, which
  * answers the signal and the control socket.  grace_group_add_upgrader
  * calls it when the group has started every other part; a program
  * without a group calls it once its servers serve.  Returns 0, or:
  *
- * GRACE_ESTATE  called twice
- * the error of the readiness check (the predecessor is told)
+ * GRACE_ESTATE      called twice
+ * GRACE_EADDRINUSE  options.control_path is another live socket, or not a
+ *                   socket
  * a negative errno (no thread, no control socket)
  */
 GRACE_EXTERN int grace_upgrader_ready(grace_upgrader *u);
@@ -268,8 +276,10 @@ GRACE_EXTERN int grace_upgrader_ready(grace_upgrader *u);
  * GRACE_EBUSY      an upgrade is in flight, the predecessor is still
  *                  handing over, or max_draining generations still drain
  * GRACE_ESTATE     not ready yet, shutting down, or handed over already
- * GRACE_ETIMEDOUT  the successor was not ready in time (it was killed)
- * GRACE_ECHILD     the successor exited or was killed before ready
+ * GRACE_ETIMEDOUT  the successor was not ready in time (it is told to
+ *                  stop)
+ * GRACE_ECHILD     the successor exited, was killed, or said it is not
+ *                  ready
  * another negative errno: the successor could not be started
  */
 GRACE_EXTERN int grace_upgrader_upgrade(grace_upgrader *u, char *msg,

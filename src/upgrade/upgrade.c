@@ -60,6 +60,9 @@ extern char **environ;
 #define LINE_MAX_LEN 256  /* one control line */
 #define ROLLBACK_TRIES 3  /* rollback attempts after a crash */
 #define CHECK_RETRY_MS 10 /* ready_check said "not yet" */
+/* A successor that failed before it was ready gets SIGTERM, and so drains
+ * what it accepted from the shared queues; SIGKILL after this long. */
+#define TERM_GRACE (10 * GRACE_SECOND)
 
 /* One named descriptor: a listener or passed state. */
 typedef struct named_fd {
@@ -90,9 +93,11 @@ typedef struct request {
 } request;
 
 enum state {
-  ST_NEW,     /* before grace_upgrader_ready */
-  ST_SERVING, /* ready: upgrades are taken */
-  ST_SPAWNED, /* a successor runs and is not ready yet */
+  ST_NEW,      /* before grace_upgrader_ready */
+  ST_CHECKING, /* serving; the readiness check has not passed yet */
+  ST_SERVING,  /* ready: upgrades are taken */
+  ST_SPAWNED,  /* a successor runs and is not ready yet */
+  ST_REAPING,  /* a successor that failed is stopping (SIGTERM sent) */
   ST_HANDED,  /* handed over; watching the successor for a rollback */
   ST_STOPPED  /* a plain shutdown began, or freed */
 };
@@ -131,6 +136,7 @@ struct grace_upgrader {
   int child_pidfd;
   chan cchan;
   int64_t child_deadline;
+  int64_t reap_deadline; /* ST_REAPING: SIGKILL then */
   int64_t child_started;
   bool child_rollback;
   bool child_stopping; /* it said "stopping" or "handover" */
@@ -1041,13 +1047,41 @@ static int start_child(grace_upgrader *u, bool rollback, char *msg,
 }
 
 /* The successor failed before it was ready. */
+/*
+ * The successor failed before it was ready: it exited (|why| NULL), or
+ * |why| says what it did not do.  One that still runs is told to stop
+ * (SIGTERM: it drains what it accepted meanwhile from the shared queues,
+ * nothing it holds is cut) and reaped later (ST_REAPING); a rollback that
+ * fails is killed and tried again.  The requesters learn it now.
+ */
 static void child_failed(grace_upgrader *u, const char *why, int err) {
-  char how[128], msg[256];
+  char how[128], msg[320];
   pid_t pid = u->child;
   bool rollback = u->child_rollback;
-  child_kill(u, how, sizeof(how));
-  child_clear(u);
-  snprintf(msg, sizeof(msg), "pid %ld %s %s", (long)pid, how, why);
+  int status = 0;
+  pid_t r = waitpid(pid, &status, WNOHANG);
+  if (rollback || r != 0) {
+    if (r == 0)
+      child_kill(u, how, sizeof(how));
+    else if (r == pid)
+      describe_exit(status, how, sizeof(how));
+    else
+      snprintf(how, sizeof(how), "is gone");
+    child_clear(u);
+    if (why != NULL)
+      snprintf(msg, sizeof(msg), "pid %ld %s: it %s", (long)pid, why, how);
+    else
+      snprintf(msg, sizeof(msg), "pid %ld %s before it was ready", (long)pid,
+               how);
+  } else {
+    kill(pid, SIGTERM);
+    chan_close(&u->cchan);
+    u->reap_deadline = grace_now() + TERM_GRACE;
+    snprintf(msg, sizeof(msg),
+             "pid %ld %s: it is told to stop (SIGTERM; SIGKILL in %llds)",
+             (long)pid, why != NULL ? why : "ended its channel",
+             (long long)(TERM_GRACE / GRACE_SECOND));
+  }
   if (rollback) {
     u->state = ST_HANDED;
     ulog(u, "Rollback failed: %s", msg);
@@ -1061,11 +1095,30 @@ static void child_failed(grace_upgrader *u, const char *why, int err) {
             "this one exits");
     return;
   }
-  u->state = u->stop_req ? ST_STOPPED : ST_SERVING;
+  u->state = u->child != 0 ? ST_REAPING : u->stop_req ? ST_STOPPED : ST_SERVING;
   (void)write_pidfile(u, getpid()); /* in case the successor wrote it */
   ulog(u, "Upgrade failed: %s; pid %ld goes on serving", msg,
        (long)getpid());
   answer_waiters(u, err, msg);
+}
+
+/* ST_REAPING: the failed successor exited, or its time is up. */
+static void child_reap(grace_upgrader *u, bool timed_out) {
+  char how[128];
+  int status = 0;
+  pid_t pid = u->child;
+  pid_t r = waitpid(pid, &status, WNOHANG);
+  if (r == 0 && !timed_out)
+    return; /* not yet */
+  if (r == 0)
+    child_kill(u, how, sizeof(how));
+  else if (r == pid)
+    describe_exit(status, how, sizeof(how));
+  else
+    snprintf(how, sizeof(how), "is gone");
+  child_clear(u);
+  u->state = u->stop_req ? ST_STOPPED : ST_SERVING;
+  ulog(u, "Upgrade: the failed pid %ld %s", (long)pid, how);
 }
 
 /* The successor said it is ready: hand over. */
@@ -1142,12 +1195,18 @@ static void child_gone(grace_upgrader *u) {
 static bool can_upgrade(grace_upgrader *u, char *msg, size_t len, int *err) {
   switch (u->state) {
   case ST_NEW:
+  case ST_CHECKING:
     *err = GRACE_ESTATE;
     set_msg(msg, len, "pid %ld is not ready yet", (long)getpid());
     return false;
   case ST_SPAWNED:
     *err = GRACE_EBUSY;
     set_msg(msg, len, "an upgrade is in flight (pid %ld is starting)",
+            (long)u->child);
+    return false;
+  case ST_REAPING:
+    *err = GRACE_EBUSY;
+    set_msg(msg, len, "pid %ld of the failed upgrade is still stopping",
             (long)u->child);
     return false;
   case ST_HANDED:
@@ -1228,14 +1287,16 @@ static void on_parent_line(grace_upgrader *u, const char *line) {
 
 static void on_parent_gone(grace_upgrader *u) {
   bool acked = u->acked;
+  if (u->parent.fd < 0)
+    return;
   chan_close(&u->parent);
   if (!acked && u->state != ST_NEW) {
-    /* The predecessor died between our "ready" and its "ack": nobody else
-     * will say that this process accepts. */
+    /* The predecessor died before its "ack": nobody else will say that
+     * this process accepts (check_ready says it once it is ready). */
     ulog(u, "Upgrade: predecessor pid %ld is gone before it handed over; "
             "this process serves alone",
          (long)u->parent_pid);
-    if (u->state != ST_HANDED)
+    if (u->state == ST_SERVING)
       (void)write_pidfile(u, getpid());
   }
   if (u->state == ST_HANDED && u->cchan.fd >= 0 && !u->child_stopping)
@@ -1243,8 +1304,13 @@ static void on_parent_gone(grace_upgrader *u) {
 }
 
 static void on_child_line(grace_upgrader *u, const char *line) {
-  if (strcmp(line, "ready") == 0 && u->state == ST_SPAWNED)
+  if (strcmp(line, "ready") == 0 && u->state == ST_SPAWNED) {
     child_ready(u);
+  } else if (strncmp(line, "notready ", 9) == 0 && u->state == ST_SPAWNED) {
+    char why[LINE_MAX_LEN + 32];
+    snprintf(why, sizeof(why), "is not ready (%s)", line + 9);
+    child_failed(u, why, GRACE_ECHILD);
+  }
   else if (strcmp(line, "stopping") == 0 ||
            strncmp(line, "handover ", 9) == 0)
     u->child_stopping = true;
@@ -1300,14 +1366,16 @@ static void do_stop(grace_upgrader *u) {
   /* A rollback in flight is left to finish: it is what will accept once
    * this process is gone. */
   if (u->state == ST_SPAWNED && !u->child_rollback)
-    child_failed(u, "because this process is shutting down", GRACE_ESTATE);
-  if (u->state == ST_SERVING || u->state == ST_NEW)
+    child_failed(u, "was not ready when this process began to shut down",
+                 GRACE_ESTATE);
+  if (u->state == ST_SERVING || u->state == ST_NEW || u->state == ST_CHECKING)
     u->state = ST_STOPPED;
   if (u->parent.fd >= 0)
     (void)send_line(u->parent.fd, "stopping");
   for (int i = 0; i < MAX_CLIENTS; i++)
     chan_close(&u->clients[i]);
-  if (u->control_fd >= 0 && u->state == ST_STOPPED) {
+  if (u->control_fd >= 0 &&
+      (u->state == ST_STOPPED || u->state == ST_REAPING)) {
     /* Nothing will answer on the path any more. */
     close(u->control_fd);
     u->control_fd = -1;
@@ -1318,12 +1386,35 @@ static void do_stop(grace_upgrader *u) {
    * would only keep the sockets open once the servers close theirs, and
    * what the kernel queued there would be reset at exit instead of
    * refused now. */
-  if (u->state == ST_STOPPED)
+  if (u->state == ST_STOPPED || u->state == ST_REAPING)
     for (unsigned i = 0; i < u->nfds; i++)
       if (u->fds[i].listener && u->fds[i].fd >= 0) {
         close(u->fds[i].fd);
         u->fds[i].fd = -1;
       }
+}
+
+/* ST_CHECKING, on the thread: the program's readiness check, then "ready"
+ * (to the predecessor, or the PID file for a first process). */
+static void check_ready(grace_upgrader *u) {
+  int rv = u->opts.ready_check != NULL
+               ? u->opts.ready_check(u, u->opts.ready_data)
+               : 0;
+  if (rv == GRACE_EBUSY)
+    return; /* again CHECK_RETRY_MS later */
+  if (rv != 0) {
+    ulog(u, "Upgrade: this process is not ready: %s", grace_strerror(rv));
+    if (u->parent.fd >= 0)
+      (void)send_line(u->parent.fd, "notready %s", grace_strerror(rv));
+    u->state = ST_STOPPED; /* it takes no upgrade either */
+    return;
+  }
+  u->state = ST_SERVING;
+  if (u->parent.fd >= 0 && send_line(u->parent.fd, "ready") == 0)
+    return; /* the predecessor writes the PID file once it hands over */
+  on_parent_gone(u);
+  if (u->parent_pid == 0 || !u->acked)
+    (void)write_pidfile(u, getpid()); /* a first process, or an orphan */
 }
 
 static void *run(void *arg) {
@@ -1360,6 +1451,8 @@ static void *run(void *arg) {
       take_request(u, rev);
       rev = nx;
     }
+    if (u->state == ST_CHECKING && !stop)
+      check_ready(u);
     if (stop && !u->stopped) {
       if (u->state != ST_STOPPED && u->state != ST_HANDED)
         do_stop(u);
@@ -1379,10 +1472,16 @@ static void *run(void *arg) {
     for (int i = 0; i < MAX_CLIENTS; i++)
       pfd[n++] = (struct pollfd){.fd = u->clients[i].fd, .events = POLLIN};
     int timeout = -1;
-    if (u->state == ST_SPAWNED) {
-      int64_t left = u->child_deadline - grace_now();
+    if (u->state == ST_SPAWNED || u->state == ST_REAPING) {
+      int64_t left = (u->state == ST_SPAWNED ? u->child_deadline
+                                              : u->reap_deadline) -
+                     grace_now();
       timeout = left <= 0 ? 0 : (int)((left + GRACE_MILLISECOND - 1) /
                                       GRACE_MILLISECOND);
+      if (u->child_pidfd < 0 && timeout > 50)
+        timeout = 50; /* no pidfd: look at the child now and then */
+    } else if (u->state == ST_CHECKING) {
+      timeout = CHECK_RETRY_MS;
     }
     int rv = poll(pfd, n, timeout);
     if (rv < 0 && errno != EINTR)
@@ -1431,24 +1530,29 @@ static void *run(void *arg) {
         chan_close(&u->cchan);
         if (u->child_pidfd < 0 && u->child != 0) {
           if (u->state == ST_SPAWNED)
-            child_failed(u, "before it was ready", GRACE_ECHILD);
-          else
+            child_failed(u, NULL, GRACE_ECHILD);
+          else if (u->state == ST_HANDED)
             child_gone(u);
         }
       }
     }
     if (pfd[PF_PIDFD].revents && u->child_pidfd >= 0) {
       if (u->state == ST_SPAWNED)
-        child_failed(u, "before it was ready", GRACE_ECHILD);
-      else
+        child_failed(u, NULL, GRACE_ECHILD);
+      else if (u->state == ST_HANDED)
         child_gone(u);
     }
     if (u->state == ST_SPAWNED && grace_now() >= u->child_deadline) {
       char why[96];
-      snprintf(why, sizeof(why), "because it was not ready within %.3gs",
+      snprintf(why, sizeof(why), "was not ready within %.3gs",
                (double)u->opts.ready_timeout / GRACE_SECOND);
       child_failed(u, why, GRACE_ETIMEDOUT);
     }
+    if (u->state == ST_REAPING && (pfd[PF_PIDFD].revents ||
+                                   grace_now() >= u->reap_deadline ||
+                                   u->child_pidfd < 0))
+      child_reap(u, grace_now() >= u->reap_deadline);
+
   }
   return NULL;
 }
@@ -1498,21 +1602,6 @@ static int bind_control(grace_upgrader *u) {
   return fd;
 }
 
-static int ready_check(grace_upgrader *u) {
-  if (u->opts.ready_check == NULL)
-    return 0;
-  int64_t until = grace_now() + u->opts.ready_timeout;
-  for (;;) {
-    int rv = u->opts.ready_check(u, u->opts.ready_data);
-    if (rv != GRACE_EBUSY)
-      return rv;
-    if (grace_now() >= until)
-      return GRACE_ETIMEDOUT;
-    struct timespec ts = {0, CHECK_RETRY_MS * 1000000L};
-    nanosleep(&ts, NULL);
-  }
-}
-
 int grace_upgrader_ready(grace_upgrader *u) {
   if (u == NULL)
     return GRACE_EINVAL;
@@ -1521,11 +1610,7 @@ int grace_upgrader_ready(grace_upgrader *u) {
   pthread_mutex_unlock(&u->lock);
   if (st != ST_NEW || u->thread_started)
     return GRACE_ESTATE;
-  int rv = ready_check(u);
-  if (rv != 0) {
-    ulog(u, "Upgrade: this process is not ready: %s", grace_strerror(rv));
-    return rv;
-  }
+  int rv;
   /* Inherited descriptors nobody asked for (a listener removed by the new
    * version) are closed: what waits in their queues is refused by the
    * predecessor's close, as the new version wants. */
@@ -1588,16 +1673,11 @@ int grace_upgrader_ready(grace_upgrader *u) {
     }
   }
 
-  pthread_mutex_lock(&u->lock);
-  u->state = ST_SERVING;
-  pthread_mutex_unlock(&u->lock);
-  if (u->parent.fd >= 0) {
-    rv = send_line(u->parent.fd, "ready");
-    if (rv != 0)
-      on_parent_gone(u);
-  } else {
-    (void)write_pidfile(u, getpid());
-  }
+  /* The readiness check once here (without one, or when it passes at
+   * once, the process is ready when this returns); if it says "not yet",
+   * the thread asks again every CHECK_RETRY_MS and says ready later. */
+  u->state = ST_CHECKING;
+  check_ready(u);
   pthread_mutex_lock(&u->lock);
   rv = pthread_create(&u->thread, NULL, run, u);
   if (rv == 0)

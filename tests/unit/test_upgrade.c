@@ -215,6 +215,27 @@ static bool gone(long pid) {
   return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
 }
 
+/* Waits up to 5 s until |pid| has exited: gone, or a zombie (a successor
+ * told to stop is reaped by the upgrader's thread, or by nobody once the
+ * upgrader is freed, until this process exits). */
+static bool ended(long pid) {
+  for (int i = 0; i < 500; i++) {
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+      return true;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')');
+    if (paren != NULL && paren[1] == ' ' && paren[2] == 'Z')
+      return true;
+    sleep_ms(10);
+  }
+  return false;
+}
+
 /* The handler of |signo| is this disposition. */
 static bool disposition_is(int signo, void (*handler)(int)) {
   struct sigaction sa;
@@ -919,7 +940,7 @@ static int child_not_ready(void) {
   CHECK_HAS(msg, "not ready within");
   CHECK(took >= 300 * MS && took < 5 * GRACE_SECOND);
   CHECK(sscanf(msg, "pid %ld", &pid) == 1 && pid > 0 && pid != getpid());
-  CHECK(gone(pid)); /* killed and reaped */
+  CHECK(ended(pid)); /* told to stop (SIGTERM), which ends it */
   CHECK_EQ(pidfile_pid(pidfile), getpid());
   CHECK_EQ(grace_ctx_err(grace_upgrader_context(u)), 0);
   close(fd);
@@ -927,7 +948,7 @@ static int child_not_ready(void) {
   CHECK(access(pidfile, F_OK) != 0 && errno == ENOENT);
 
   /* The signal asks for an upgrade; one in flight refuses another; free
-   * kills (and reaps) a successor that is not ready. */
+   * tells a successor that is not ready to stop. */
   o.ready_timeout = 20 * GRACE_SECOND;
   CHECK_EQ(grace_upgrader_new(&o, 2, argv, &u), 0);
   CHECK_EQ(grace_upgrader_listen(u, "http", "127.0.0.1:0", 0, &fd, NULL), 0);
@@ -945,7 +966,7 @@ static int child_not_ready(void) {
   CHECK(sscanf(msg, "an upgrade is in flight (pid %ld", &pid) == 1);
   CHECK(pid > 0 && kill((pid_t)pid, 0) == 0);
   grace_upgrader_free(u);
-  CHECK(gone(pid));
+  CHECK(ended(pid));
   CHECK(access(pidfile, F_OK) != 0 && errno == ENOENT);
   close(fd);
   return 0;
