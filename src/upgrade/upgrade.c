@@ -998,27 +998,32 @@ static void describe_exit(int status, char *buf, size_t len) {
     snprintf(buf, len, "ended");
 }
 
-/* Kills the successor that is not ready (if it still runs) and reaps it.
- * Returns how it ended in |how|. */
-static void child_kill(grace_upgrader *u, char *how, size_t len) {
+/*
+ * Reaps the successor and says in |how| how it ended.  If it still runs,
+ * |kill_it| kills it first (SIGKILL); else this returns false and leaves it
+ * running.
+ */
+static bool child_wait(grace_upgrader *u, bool kill_it, char *how,
+                       size_t len) {
   int status = 0;
   pid_t r = waitpid(u->child, &status, WNOHANG);
   if (r == 0) {
+    if (!kill_it)
+      return false;
     kill(u->child, SIGKILL);
     do
       r = waitpid(u->child, &status, 0);
     while (r < 0 && errno == EINTR);
-    if (r == u->child && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+    if (r == u->child && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) {
       snprintf(how, len, "was killed");
-    else if (r == u->child)
-      describe_exit(status, how, len); /* it ended on its own meanwhile */
-    else
-      snprintf(how, len, "is gone");
-  } else if (r == u->child) {
-    describe_exit(status, how, len);
-  } else {
-    snprintf(how, len, "is gone");
+      return true;
+    }
   }
+  if (r == u->child)
+    describe_exit(status, how, len); /* it ended on its own */
+  else
+    snprintf(how, len, "is gone");
+  return true;
 }
 
 static int start_child(grace_upgrader *u, bool rollback, char *msg,
@@ -1058,15 +1063,7 @@ static void child_failed(grace_upgrader *u, const char *why, int err) {
   char how[128], msg[320];
   pid_t pid = u->child;
   bool rollback = u->child_rollback;
-  int status = 0;
-  pid_t r = waitpid(pid, &status, WNOHANG);
-  if (rollback || r != 0) {
-    if (r == 0)
-      child_kill(u, how, sizeof(how));
-    else if (r == pid)
-      describe_exit(status, how, sizeof(how));
-    else
-      snprintf(how, sizeof(how), "is gone");
+  if (child_wait(u, rollback, how, sizeof(how))) {
     child_clear(u);
     if (why != NULL)
       snprintf(msg, sizeof(msg), "pid %ld %s: it %s", (long)pid, why, how);
@@ -1105,17 +1102,9 @@ static void child_failed(grace_upgrader *u, const char *why, int err) {
 /* ST_REAPING: the failed successor exited, or its time is up. */
 static void child_reap(grace_upgrader *u, bool timed_out) {
   char how[128];
-  int status = 0;
   pid_t pid = u->child;
-  pid_t r = waitpid(pid, &status, WNOHANG);
-  if (r == 0 && !timed_out)
+  if (!child_wait(u, timed_out, how, sizeof(how)))
     return; /* not yet */
-  if (r == 0)
-    child_kill(u, how, sizeof(how));
-  else if (r == pid)
-    describe_exit(status, how, sizeof(how));
-  else
-    snprintf(how, sizeof(how), "is gone");
   child_clear(u);
   u->state = u->stop_req ? ST_STOPPED : ST_SERVING;
   ulog(u, "Upgrade: the failed pid %ld %s", (long)pid, how);

@@ -620,6 +620,50 @@ def connect_error(port, host=HOST, timeout=1.0):
         s.close()
 
 
+# --------------------------------------------------------------------------
+# Processes that outlive their parent (zero-downtime upgrades)
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper():
+    """Makes this process a child subreaper: descendants orphaned by their
+    parent's exit (the generations of an upgraded program) are reparented
+    to it instead of init, so a test can reap them and see their status."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def proc_state(pid):
+    """The state letter of |pid| ("Z" for a zombie), or None if it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()[0]
+
+
+def children():
+    """(pid, state letter) of every process whose parent is this one."""
+    me = os.getpid()
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        rest = stat[stat.rindex(")") + 2:].split()
+        if int(rest[1]) == me:
+            out.append((int(d), rest[0]))
+    return out
+
+
 class BackgroundClient:
     """A normal client running beside a test: a fresh connection per request,
     one request every `interval`, each checked against `check(resp)` (default:

@@ -15,7 +15,6 @@ generation ends up its child: it reaps each one and checks its exit status,
 and no zombie is left.
 """
 
-import ctypes
 import errno
 import os
 import re
@@ -38,10 +37,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the machine
     grpc = None
 
-PR_SET_CHILD_SUBREAPER = 36
-_libc = ctypes.CDLL(None, use_errno=True)
-if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-    raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+gracetest.become_subreaper()
 
 BUILD_A = "upgrade-server-a"
 BUILD_B = "upgrade-server-b"
@@ -65,29 +61,13 @@ def fd_count(pid):
 
 
 def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    except FileNotFoundError:
-        return False
+    st = gracetest.proc_state(pid)
+    return st is not None and st != "Z"
 
 
 def zombie_children():
     """Our children that are zombies (exited, not reaped)."""
-    me = os.getpid()
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if fields[0] == "Z" and int(fields[1]) == me:
-            out.append(int(d))
-    return out
+    return [pid for pid, st in gracetest.children() if st == "Z"]
 
 
 def wrk_result(text):

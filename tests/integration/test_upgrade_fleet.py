@@ -69,7 +69,6 @@ upgrades in place with a 1 ms close spread, 1 to 3 read errors per run;
 the Kubernetes play without a shutdown delay, about 50.
 """
 
-import ctypes
 import json
 import os
 import re
@@ -104,7 +103,6 @@ DRAIN = bound(3.0, 10.0)
 # generation still drains while the next instance is upgraded).
 PAUSE = 0.3
 
-PR_SET_CHILD_SUBREAPER = 36
 
 REPORT_RE = re.compile(
     r"Drain report: result=(\w+) duration=(\S+) requests_completed=(\d+) "
@@ -135,42 +133,6 @@ function done(summary, latency, requests)
                          e.connect, e.read, e.write, e.status, e.timeout))
 end
 """
-
-
-def become_subreaper():
-    """Orphaned descendants (the generations whose parent handed over and
-    exited) are reparented to this process instead of init."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-
-
-def children():
-    """(pid, state) of every process whose parent is this one."""
-    me = os.getpid()
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        rest = stat[stat.rindex(")") + 2:].split()
-        if int(rest[1]) == me:
-            out.append((int(d), rest[0]))
-    return out
-
-
-def proc_state(pid):
-    """The state letter of |pid| ("Z" for a zombie), or None if it is gone."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2:].split()[0]
 
 
 def note(text):
@@ -218,7 +180,7 @@ class Generation:
             # Not our child (yet): its parent still runs.  Or gone without us
             # (reaped by its parent, which may happen only to a successor that
             # failed before ready): then it is no generation of ours.
-            if proc_state(self.pid) is None:
+            if gracetest.proc_state(self.pid) is None:
                 raise AssertionError("generation %d vanished without being reaped here"
                                      % self.pid)
             return False
@@ -528,7 +490,7 @@ class FleetTest(gracetest.ProgramTestCase):
         for tool, pkg in ((HAPROXY, "haproxy"), (WRK, "wrk")):
             if tool is None:
                 raise AssertionError("%s is not installed (Debian package %s)" % (pkg, pkg))
-        become_subreaper()
+        gracetest.become_subreaper()
 
     def setUp(self):
         super().setUp()
@@ -552,7 +514,7 @@ class FleetTest(gracetest.ProgramTestCase):
                     time.sleep(0.01)
         super().tearDown()
         # Leftovers (none expected): killed and reaped.
-        for pid, _ in children():
+        for pid, _ in gracetest.children():
             if not any(p.pid == pid for p in self.programs):
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -605,7 +567,7 @@ class FleetTest(gracetest.ProgramTestCase):
         """No child of ours is left but the programs we started ourselves
         and that still run (HAProxy): no zombie, no stray generation."""
         ours = {p.pid for p in self.programs if p.running()}
-        left = [(pid, st) for pid, st in children() if pid not in ours]
+        left = [(pid, st) for pid, st in gracetest.children() if pid not in ours]
         self.assertEqual(left, [], "children left unaccounted for (pid, state)")
 
     def stop_fleet(self):
