@@ -1454,7 +1454,12 @@ static void *run(void *arg) {
     pfd[PF_WAKE] = (struct pollfd){.fd = u->wake_fd, .events = POLLIN};
     pfd[PF_SIG] = (struct pollfd){.fd = u->signo > 0 ? sig_pipe[0] : -1,
                                  .events = POLLIN};
-    pfd[PF_CONTROL] = (struct pollfd){.fd = u->control_fd, .events = POLLIN};
+    /* A successor shares the control socket with its predecessor, which
+     * answers on it until it has handed over: the successor accepts there
+     * only once that is done (or the predecessor is gone). */
+    bool control = u->parent.fd < 0 || u->acked;
+    pfd[PF_CONTROL] = (struct pollfd){.fd = control ? u->control_fd : -1,
+                                      .events = POLLIN};
     pfd[PF_PARENT] = (struct pollfd){.fd = u->parent.fd, .events = POLLIN};
     pfd[PF_CHILD] = (struct pollfd){.fd = u->cchan.fd, .events = POLLIN};
     pfd[PF_PIDFD] = (struct pollfd){.fd = u->child_pidfd, .events = POLLIN};
