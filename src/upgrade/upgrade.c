@@ -1753,12 +1753,22 @@ void grace_upgrader_free(grace_upgrader *u) {
     q = next;
   }
   /* The thread is gone: finish here what a plain stop does (a successor
-   * not ready yet is killed; the predecessor hears that this exit is no
-   * crash). */
+   * not ready yet is told to stop; the predecessor hears that this exit
+   * is no crash). */
   if (u->state != ST_HANDED && u->state != ST_STOPPED)
     do_stop(u);
   else if (u->state == ST_STOPPED && u->parent.fd >= 0)
     (void)send_line(u->parent.fd, "stopping");
+  /* A failed successor told to stop is waited for (it drains what it
+   * accepted; SIGKILL at its deadline), so that this process leaves no
+   * child behind. */
+  while (u->state == ST_REAPING) {
+    child_reap(u, grace_now() >= u->reap_deadline);
+    if (u->state == ST_REAPING) {
+      struct timespec ts = {0, 5 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
+  }
   /* Requests nobody will answer now. */
   answer_waiters(u, GRACE_ESTATE, "shutting down");
   if (u->signo > 0)
