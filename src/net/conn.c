@@ -650,10 +650,15 @@ static void do_read(grace__conn *c) {
   if (n > 0) {
     if (c->flags & GRACE__CF_PAUSED) {
       /* Read-ahead while the protocol is paused: pipelined requests, and
-       * an EOF that tells a handler its client left. */
-      if (keep(c, cl->rbuf, (size_t)n) != 0)
+       * an EOF that tells a handler its client left.  A protocol that
+       * waits for more bytes (reoffer) gets them with what it left. */
+      if (keep(c, cl->rbuf, (size_t)n) != 0) {
         grace__conn_close(c);
-      else
+        return;
+      }
+      if (c->proto->reoffer)
+        deliver(c);
+      if (!grace__conn_closing(c))
         update_read(c);
       return;
     }
@@ -710,8 +715,14 @@ ssize_t grace__conn_mem_feed(grace__conn *c, const void *p, size_t n) {
           grace__conn_close(c);
           break;
         }
-        c->flags |= GRACE__CF_PAUSED;
         done += room;
+        if (c->proto->reoffer && room > 0) {
+          /* Offered again with what it left; the loop goes on with the
+           * rest, in pieces the read-ahead holds. */
+          deliver(c);
+          continue;
+        }
+        c->flags |= GRACE__CF_PAUSED;
         break;
       } else {
         size_t piece = n - done < c->rmax ? n - done : c->rmax;

@@ -82,6 +82,12 @@ typedef struct grace__conn_proto {
   void (*on_close)(grace__conn *c);
   /* The struct is about to be freed: release the protocol's state. */
   void (*on_free)(grace__conn *c);
+  /* Nonzero for a protocol that takes 0 bytes when it needs more to make
+   * progress (a line or frame parser, not a paused handler): what it left
+   * is offered again, with the bytes that arrived after it, at every
+   * read, rather than only after grace__conn_resume.  The read-ahead
+   * still bounds what is kept. */
+  int reoffer;
 } grace__conn_proto;
 
 /* Counters and observers shared by the connections of one server, read

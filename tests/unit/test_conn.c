@@ -31,6 +31,9 @@ typedef struct fake {
   size_t switch_after;
   const grace__conn_proto *next;
   void *next_data;
+  /* Line mode: takes everything up to its last newline, nothing of a
+   * line not yet complete (a parser that needs more bytes). */
+  int lines;
 } fake;
 
 static ssize_t fake_read(grace__conn *c, const uint8_t *p, size_t n) {
@@ -39,6 +42,10 @@ static ssize_t fake_read(grace__conn *c, const uint8_t *p, size_t n) {
   if (f->fail)
     return f->fail;
   size_t take = n < f->budget ? n : f->budget;
+  if (f->lines) {
+    while (take > 0 && p[take - 1] != '\n')
+      take--;
+  }
   if (f->next != NULL && f->glen + take >= f->switch_after) {
     take = f->switch_after - f->glen;
     memcpy(f->got + f->glen, p, take);
@@ -86,6 +93,18 @@ static const grace__conn_proto fake_proto_b = {
     .on_force = fake_force,
     .on_close = fake_close,
     .on_free = fake_free,
+};
+
+/* The same, for a protocol that waits for more bytes (reoffer). */
+static const grace__conn_proto fake_proto_reoffer = {
+    .on_read = fake_read,
+    .on_eof = fake_eof,
+    .on_flushed = fake_flushed,
+    .on_shutdown = fake_shutdown,
+    .on_force = fake_force,
+    .on_close = fake_close,
+    .on_free = fake_free,
+    .reoffer = 1,
 };
 
 typedef struct fixture {
@@ -227,6 +246,63 @@ static void eof_reaches_the_protocol(void **state) {
   assert_int_equal(grace__conn_mem_feed(fx->c, NULL, 0), 0);
   assert_int_equal(fx->a.eofs, 1);
   assert_int_equal(fx->a.closes, 0); /* the protocol decides */
+  fx_free(fx);
+}
+
+static void reoffer_offers_what_was_left_with_what_follows(void **state) {
+  fixture *fx = fx_new(SIZE_MAX);
+  (void)state;
+  grace__conn_set_proto(fx->c, &fake_proto_reoffer, &fx->a);
+  fx->a.lines = 1;
+  assert_int_equal(feed(fx->c, "PI"), 2);
+  assert_int_equal(fx->a.glen, 0);
+  assert_int_equal(fx->c->rlen, 2);
+  unsigned reads = fx->a.reads;
+  /* The rest of the line arrives: offered with what was left, at once. */
+  assert_int_equal(feed(fx->c, "NG\nEC"), 5);
+  assert_true(fx->a.reads > reads);
+  assert_int_equal(fx->a.glen, 5);
+  assert_memory_equal(fx->a.got, "PING\n", 5);
+  assert_int_equal(fx->c->rlen, 2); /* "EC" */
+  assert_int_equal(feed(fx->c, "HO x\n"), 5);
+  assert_int_equal(fx->a.glen, 12);
+  assert_memory_equal(fx->a.got, "PING\nECHO x\n", 12);
+  assert_int_equal(fx->c->rlen, 0);
+  fx_free(fx);
+}
+
+static void reoffer_keeps_no_more_than_the_read_ahead(void **state) {
+  fixture *fx = fx_new(SIZE_MAX);
+  size_t big = 2 * GRACE__CONN_READ_AHEAD;
+  char *buf = malloc(big);
+  assert_non_null(buf);
+  memset(buf, 'x', big);
+  (void)state;
+  grace__conn_set_proto(fx->c, &fake_proto_reoffer, &fx->a);
+  fx->a.lines = 1;
+  /* A line that never ends: kept up to the read-ahead, then refused. */
+  ssize_t took = grace__conn_mem_feed(fx->c, buf, big);
+  assert_true(took > 0);
+  assert_true((size_t)took <= GRACE__CONN_READ_AHEAD);
+  assert_int_equal(fx->c->rlen, (size_t)took);
+  assert_int_equal(grace__conn_mem_feed(fx->c, buf, 10), 0);
+  assert_int_equal(fx->a.glen, 0);
+  free(buf);
+  fx_free(fx);
+}
+
+static void without_reoffer_what_was_left_waits_for_resume(void **state) {
+  fixture *fx = fx_new(SIZE_MAX);
+  (void)state;
+  fx->a.lines = 1;
+  assert_int_equal(feed(fx->c, "PI"), 2);
+  unsigned reads = fx->a.reads;
+  assert_int_equal(feed(fx->c, "NG\n"), 3);
+  assert_int_equal(fx->a.reads, reads); /* paused: kept, not offered */
+  assert_int_equal(fx->c->rlen, 5);
+  grace__conn_resume(fx->c);
+  assert_int_equal(fx->a.glen, 5);
+  assert_int_equal(fx->c->rlen, 0);
   fx_free(fx);
 }
 
@@ -468,6 +544,9 @@ int main(void) {
       cmocka_unit_test(paused_feed_fills_the_read_ahead_to_its_cap),
       cmocka_unit_test(protocol_error_ends_the_connection),
       cmocka_unit_test(eof_reaches_the_protocol),
+      cmocka_unit_test(reoffer_offers_what_was_left_with_what_follows),
+      cmocka_unit_test(reoffer_keeps_no_more_than_the_read_ahead),
+      cmocka_unit_test(without_reoffer_what_was_left_waits_for_resume),
       cmocka_unit_test(bytes_past_the_room_are_queued_until_the_peer_reads),
       cmocka_unit_test(writes_within_the_room_never_queue),
       cmocka_unit_test(end_waits_for_the_queue_before_closing),
