@@ -27,6 +27,7 @@
 #include "grace/log.h"
 #include "grace/signal.h"
 #include "grace/systemd.h"
+#include "grace/tcp.h"
 #include "grace/upgrade.h"
 #include "grace/version.h"
 #include "grace/worker.h"
