@@ -31,7 +31,7 @@ if [[ ${GRACE_BENCH_SKIP_BUILD:-0} != 1 ]]; then
     echo "building ours (Release) in $repo/build-bench ..." >&2
     if cmake -S "$repo" -B "$repo/build-bench" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
           -DGRACE_SANITIZE=OFF -DGRACE_TSAN=OFF \
-          "-DGRACE_SRC_DIRS=${GRACE_BENCH_SRC_DIRS:-core;net;http;grpc;worker;group;upgrade}" \
+          "-DGRACE_SRC_DIRS=${GRACE_BENCH_SRC_DIRS:-core;net;http;grpc;worker;group;upgrade;tcp}" \
           '-DGRACE_TEST_FILTER=^http-sleep-server$' >"$out/logs/cmake.log" 2>&1 &&
        cmake --build "$repo/build-bench" -j2 --target http-sleep-server >>"$out/logs/cmake.log" 2>&1; then
       echo "built $repo/build-bench/examples/http-sleep-server" >&2
@@ -140,7 +140,7 @@ if [[ ${GRACE_BENCH_SKIP_BUILD:-0} != 1 ]]; then
     echo "building ours (Release) grace-demo-server in $repo/build-bench-demo ..." >&2
     if cmake -S "$repo" -B "$repo/build-bench-demo" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
           -DGRACE_SANITIZE=OFF -DGRACE_TSAN=OFF \
-          "-DGRACE_SRC_DIRS=${GRACE_BENCH_DEMO_SRC_DIRS:-core;net;http;grpc;worker;group}" \
+          "-DGRACE_SRC_DIRS=${GRACE_BENCH_DEMO_SRC_DIRS:-core;net;http;grpc;worker;group;tcp}" \
           '-DGRACE_TEST_FILTER=^grace-demo-server$' >"$out/logs/cmake-demo.log" 2>&1 &&
        cmake --build "$repo/build-bench-demo" -j2 --target grace-demo-server >>"$out/logs/cmake-demo.log" 2>&1; then
       echo "built $repo/build-bench-demo/examples/grace-demo-server" >&2
@@ -183,7 +183,7 @@ if [[ ${GRACE_BENCH_SKIP_BUILD:-0} != 1 ]]; then
     echo "building ours (Release) upgrade-server-a/-b in $repo/build-bench-upgrade ..." >&2
     if cmake -S "$repo" -B "$repo/build-bench-upgrade" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON \
           -DGRACE_SANITIZE=OFF -DGRACE_TSAN=OFF \
-          "-DGRACE_SRC_DIRS=${GRACE_BENCH_UPGRADE_SRC_DIRS:-core;net;http;grpc;worker;group;upgrade}" \
+          "-DGRACE_SRC_DIRS=${GRACE_BENCH_UPGRADE_SRC_DIRS:-core;net;http;grpc;worker;group;upgrade;tcp}" \
           '-DGRACE_TEST_FILTER=^upgrade-server$' >"$out/logs/cmake-upgrade.log" 2>&1 &&
        cmake --build "$repo/build-bench-upgrade" -j2 --target upgrade-server-a upgrade-server-b \
           >>"$out/logs/cmake-upgrade.log" 2>&1; then

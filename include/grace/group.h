@@ -51,8 +51,9 @@
  * graceful stop), a notifier the part calls when it is drained
  * (grace_group_part_done, from any thread), and force (cut what is left).
  * grace_group_add_http adapts an HTTP server, grace_group_add_grpc a gRPC
- * server, grace_group_add_worker a periodic worker; anything else is added
- * with grace_group_add and its own ops.
+ * server, grace_group_add_tcp a TCP server of the caller's own protocol,
+ * grace_group_add_worker a periodic worker; anything else is added with
+ * grace_group_add and its own ops.
  *
  * Threads.  grace_group_run blocks the calling thread; everything it waits
  * for is a file descriptor (the stop context's, the deadline's, an eventfd
@@ -300,6 +301,26 @@ GRACE_EXTERN int grace_group_add_grpc(grace_group *g, const char *name,
  */
 GRACE_EXTERN int grace_group_add_worker(grace_group *g, const char *name,
                                         grace_worker *w);
+
+/* Declared in grace/tcp.h. */
+typedef struct grace_tcp_server grace_tcp_server;
+
+/*
+ * Adds TCP server |srv| (a protocol of the caller's own, grace/tcp.h) as a
+ * part: start is grace_tcp_server_start (a server already started is
+ * accepted as it is); begin is grace_tcp_server_shutdown_begin (listeners
+ * closed, idle connections closed, busy ones left to finish; drained the
+ * moment the last connection closes: the group watches
+ * grace_tcp_server_drained_fd), with the close spread a hand-over asks
+ * for; force is grace_tcp_server_close (what it cut is the busy
+ * connections); the stats count each busy period as a request (a command:
+ * requests_total is busy_total, requests_inflight the busy connections,
+ * requests_cut conns_cut) and the connections as the HTTP part does.  |srv|
+ * is borrowed until grace_group_free, and must not be freed before.
+ * Returns as grace_group_add.
+ */
+GRACE_EXTERN int grace_group_add_tcp(grace_group *g, const char *name,
+                                     grace_tcp_server *srv);
 
 /*
  * The notifier: the part is drained (|err| 0) or its stop failed (|err| <
