@@ -299,6 +299,8 @@ typedef struct grace_tcp_stats {
    * grace_tcp_conn_end: by a force, a timeout, the peer leaving, or the
    * protocol's grace_tcp_conn_close. */
   uint64_t conns_cut;
+  /* Connections the shutdown closed idle (at its beginning, or at the end
+   * of the close spread); not those it closed after an answer. */
   uint64_t idle_closed_on_shutdown;
   uint64_t timeouts;        /* connections cut by the read or send timeout */
   uint64_t accept_backoffs; /* times accept backed off on EMFILE/ENFILE */

@@ -32,9 +32,11 @@ static void arm_read(grace_tcp_conn *t, size_t pending) {
     grace__conn_timer(c, GRACE__TL_IDLE);
 }
 
-/* The connection is idle with no input left to serve, after a command or
- * at a moment of the shutdown: it closes when the peer is gone, or when
- * the drain has reached it at stage |min| or later. */
+/* The connection is idle with no input left to serve, after a command
+ * (|min| DUE) or at a moment of the shutdown, its beginning or the end of
+ * the close spread (|min| NOW): it closes when the peer is gone, or when
+ * the drain has reached it at stage |min| or later.  Only the second kind
+ * counts as idle_closed: the first is closed after its answer. */
 static void idle_now(grace_tcp_conn *t, int min) {
   grace__conn *c = t->c;
   if (grace__conn_closing(c) || has(t, GRACE__TC_BUSY | GRACE__TC_IN_DATA))
@@ -46,7 +48,8 @@ static void idle_now(grace_tcp_conn *t, int min) {
   if (!has(t, GRACE__TC_OPENED) || has(t, GRACE__TC_KEEP))
     return;
   if (grace__tcp_drain_stage(t) >= min) {
-    atomic_fetch_add(&c->reg->idle_closed, 1);
+    if (min == GRACE__TCP_DRAIN_NOW)
+      atomic_fetch_add(&c->reg->idle_closed, 1);
     grace__conn_end(c, 1);
   }
 }
