@@ -275,9 +275,9 @@ GRACE_EXTERN int grace_tcp_server_drained_fd(grace_tcp_server *srv);
 
 /*
  * Closes every listener and every connection at once (a force).  Blocks
- * until every connection's socket is closed; their on_close callbacks run
- * on the loops soon after.  Returns the number of busy connections that
- * were cut.  Calls after the first return 0.
+ * until every connection's socket is closed and its on_close has run (on
+ * its loop's thread).  Returns the number of busy connections that were
+ * cut.  Calls after the first return 0.
  */
 GRACE_EXTERN int grace_tcp_server_close(grace_tcp_server *srv);
 
@@ -334,11 +334,12 @@ GRACE_EXTERN int grace_tcp_conn_write(grace_tcp_conn *conn, const void *bytes,
 
 /*
  * Marks a command in progress (|busy| true: the connection is active, a
- * graceful shutdown waits for it, the read timeout does not run) or done
- * (false: idle again).  Turning idle offers the input kept meanwhile to
- * on_data again; during a shutdown, a connection that is then idle with
- * nothing left to serve is closed after its answers are written (unless
- * on_shutdown kept it).  Each turn to busy counts one in busy_total.  Does
+ * graceful shutdown waits for it, the read and idle timeouts do not run)
+ * or done (false: idle again).  Turning idle offers the input kept
+ * meanwhile to on_data again; during a shutdown, a connection that is
+ * then idle with nothing left to serve is closed after its answers are
+ * written (unless on_shutdown kept it; with a close spread, once its
+ * moment has come).  Each turn to busy counts one in busy_total.  Does
  * nothing on a closed connection.
  */
 GRACE_EXTERN void grace_tcp_conn_set_busy(grace_tcp_conn *conn, bool busy);
