@@ -39,7 +39,6 @@ typedef struct proto {
   atomic_int opens, closes, shutdowns, writables, datas;
   atomic_int refused; /* writes refused with GRACE_EBUSY */
   int keep;           /* on_shutdown's answer */
-  grace_tcp_conn *last;
 } proto;
 
 typedef struct wait_timer {
@@ -118,8 +117,8 @@ static size_t on_data(grace_tcp_conn *conn, const char *p, size_t n,
 
 static void on_open(grace_tcp_conn *conn, void *data) {
   proto *pr = data;
+  (void)conn;
   atomic_fetch_add(&pr->opens, 1);
-  pr->last = conn;
 }
 
 static int on_shutdown(grace_tcp_conn *conn, void *data) {
