@@ -30,6 +30,7 @@
 #include <cmocka.h>
 #include <uv.h>
 
+#include "grace/group.h"
 #include "grace/tcp.h"
 #include "tcp/tcp_int.h"
 
@@ -505,6 +506,43 @@ static void close_spread_closes_what_is_idle_at_its_end(void **state) {
   fx_free(fx);
 }
 
+static void the_group_part_counts_connections_and_commands(void **state) {
+  fixture *fx = fx_new();
+  grace_group *g;
+  grace_group_options go;
+  char *text;
+  (void)state;
+  grace_group_options_init(&go);
+  go.quiet = true;
+  assert_int_equal(grace_group_new(&go, &g), 0);
+  assert_int_equal(grace_group_add_tcp(g, "line", fx->srv), 0);
+  assert_int_equal(grace_group_add_tcp(g, "again", NULL), GRACE_EINVAL);
+  grace__conn *busy = grace__tcp_mem_conn(fx->srv, SIZE_MAX);
+  assert_non_null(busy);
+  assert_int_equal(grace__conn_mem_feed(busy, "BUSY\n", 5), 5);
+  assert_int_equal(grace_group_metrics(g, &text, NULL), 0);
+  assert_non_null(strstr(text, "grace_http_connections{part=\"line\","
+                               "state=\"active\"} 1\n"));
+  assert_non_null(strstr(text, "grace_http_connections{part=\"line\","
+                               "state=\"idle\"} 1\n"));
+  assert_non_null(strstr(text, "grace_http_requests_inflight{part=\"line\"} "
+                               "1\n"));
+  assert_non_null(strstr(text, "grace_http_requests_total{part=\"line\"} "
+                               "1\n"));
+  free(text);
+  grace_tcp_conn_end(busy->pdata); /* answered: completed, not cut */
+  assert_int_equal(grace_group_metrics(g, &text, NULL), 0);
+  assert_non_null(strstr(text, "grace_requests_cut_total{part=\"line\"} 0\n"));
+  assert_non_null(strstr(text, "grace_http_requests_inflight{part=\"line\"} "
+                               "0\n"));
+  free(text);
+  grace__conn_mem_free(busy);
+  grace_group_free(g);
+  assert_int_equal(atomic_load(&fx->pr.closes), 1);
+  atomic_store(&fx->pr.closes, 0);
+  fx_free(fx);
+}
+
 static void options_are_checked(void **state) {
   grace_tcp_server *srv = NULL;
   grace_tcp_options o;
@@ -820,6 +858,7 @@ int main(void) {
       cmocka_unit_test(shutdown_kept_by_the_protocol_stays_open),
       cmocka_unit_test(close_spread_gives_each_idle_connection_its_moment),
       cmocka_unit_test(close_spread_closes_what_is_idle_at_its_end),
+      cmocka_unit_test(the_group_part_counts_connections_and_commands),
       cmocka_unit_test(options_are_checked),
       cmocka_unit_test(shutdown_closes_idle_waits_for_busy_refuses_new),
       cmocka_unit_test(close_cuts_busy_connections_and_counts_them),
