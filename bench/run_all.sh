@@ -140,7 +140,7 @@ if [[ ${GRACE_BENCH_SKIP_BUILD:-0} != 1 ]]; then
     echo "building ours (Release) grace-demo-server in $repo/build-bench-demo ..." >&2
     if cmake -S "$repo" -B "$repo/build-bench-demo" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
           -DGRACE_SANITIZE=OFF -DGRACE_TSAN=OFF \
-          "-DGRACE_SRC_DIRS=${GRACE_BENCH_DEMO_SRC_DIRS:-core;net;http;grpc;worker;group;tcp}" \
+          "-DGRACE_SRC_DIRS=${GRACE_BENCH_DEMO_SRC_DIRS:-core;net;http;grpc;worker;group;upgrade;tcp}" \
           '-DGRACE_TEST_FILTER=^grace-demo-server$' >"$out/logs/cmake-demo.log" 2>&1 &&
        cmake --build "$repo/build-bench-demo" -j2 --target grace-demo-server >>"$out/logs/cmake-demo.log" 2>&1; then
       echo "built $repo/build-bench-demo/examples/grace-demo-server" >&2
