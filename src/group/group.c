@@ -87,6 +87,10 @@ void grace__group_ready_at_start(grace_group *g) { g->ready_at_start = true; }
 
 grace_group *grace__part_group(grace_group_part *part) { return part->g; }
 
+void grace__part_begin_first(grace_group_part *part) {
+  part->begin_first = true;
+}
+
 grace_duration grace__group_handover_spread(grace_group *g) {
   return atomic_load(&g->handover_pid) != 0 ? atomic_load(&g->handover_spread)
                                             : 0;
@@ -671,42 +675,52 @@ static void force_part(grace_group *g, run_state *r, grace_group_part *p,
 }
 
 /* Phase 3: begins every running part's graceful stop. */
+static void begin_part(grace_group *g, run_state *r, grace_group_part *p);
+
+/* Parts marked begin_first (the upgrader: its copies of the listeners
+ * close before the servers close theirs), then the others, each in
+ * registration order. */
 static void begin_parts(grace_group *g, run_state *r) {
-  char b1[GRACE_DURATION_STRLEN];
   atomic_store(&g->drain_begin, grace__group_now(g));
-  for (grace_group_part *p = g->parts; p != NULL; p = p->next) {
-    grace__part_stats(p, &p->at_begin);
-    int64_t t0 = grace__group_now(g);
-    pthread_mutex_lock(&g->lock);
-    /* A part that stopped on its own before the shutdown is not begun. */
-    if (atomic_load(&p->state) == GRACE_GROUP_PART_RUNNING) {
-      atomic_store(&p->t_begin, t0);
-      atomic_store(&p->state, GRACE_GROUP_PART_DRAINING);
-      p->begun = true;
-    }
-    pthread_mutex_unlock(&g->lock);
-    if (!p->begun)
-      continue;
-    int rv = p->ops.begin(p, g->deadline, p->data);
-    if (rv != 0) {
-      pthread_mutex_lock(&g->lock);
-      int st = atomic_load(&p->state);
-      if (st == GRACE_GROUP_PART_DRAINING)
-        settle_part(p, rv);
-      pthread_mutex_unlock(&g->lock);
-      if (st != GRACE_GROUP_PART_DRAINING)
-        continue; /* it reported first: that report stands */
-      p->reported = true;
-      r->res->parts_failed++;
-      note_error(r, rv);
-      grace__group_log(g, "Part \"%s\" could not begin to drain: %s", p->name,
-                       grace_strerror(rv));
-      force_part(g, r, p, false);
-      continue;
-    }
-    grace__group_log(g, "Part \"%s\" draining (began in %s)", p->name,
-                     dur(b1, grace__group_now(g) - t0));
+  for (int pass = 0; pass < 2; pass++)
+    for (grace_group_part *p = g->parts; p != NULL; p = p->next)
+      if (p->begin_first == (pass == 0))
+        begin_part(g, r, p);
+}
+
+static void begin_part(grace_group *g, run_state *r, grace_group_part *p) {
+  char b1[GRACE_DURATION_STRLEN];
+  grace__part_stats(p, &p->at_begin);
+  int64_t t0 = grace__group_now(g);
+  pthread_mutex_lock(&g->lock);
+  /* A part that stopped on its own before the shutdown is not begun. */
+  if (atomic_load(&p->state) == GRACE_GROUP_PART_RUNNING) {
+    atomic_store(&p->t_begin, t0);
+    atomic_store(&p->state, GRACE_GROUP_PART_DRAINING);
+    p->begun = true;
   }
+  pthread_mutex_unlock(&g->lock);
+  if (!p->begun)
+    return;
+  int rv = p->ops.begin(p, g->deadline, p->data);
+  if (rv != 0) {
+    pthread_mutex_lock(&g->lock);
+    int st = atomic_load(&p->state);
+    if (st == GRACE_GROUP_PART_DRAINING)
+      settle_part(p, rv);
+    pthread_mutex_unlock(&g->lock);
+    if (st != GRACE_GROUP_PART_DRAINING)
+      return; /* it reported first: that report stands */
+    p->reported = true;
+    r->res->parts_failed++;
+    note_error(r, rv);
+    grace__group_log(g, "Part \"%s\" could not begin to drain: %s", p->name,
+                     grace_strerror(rv));
+    force_part(g, r, p, false);
+    return;
+  }
+  grace__group_log(g, "Part \"%s\" draining (began in %s)", p->name,
+                   dur(b1, grace__group_now(g) - t0));
 }
 
 /* Phase 4: forces every part still running or draining. */

@@ -42,6 +42,7 @@ struct grace_group_part {
   _Atomic int64_t t_end;
   /* The group's thread only. */
   bool begun;
+  bool begin_first; /* begun before the parts without it */
   bool reported;
   bool forcing;
   int forced_cut;
@@ -138,6 +139,10 @@ grace_duration grace__group_handover_spread(grace_group *g);
 
 /* The group |part| belongs to. */
 grace_group *grace__part_group(grace_group_part *part);
+
+/* Makes |part| begin its drain before the parts without this mark (phase
+ * 3).  Before grace_group_run. */
+void grace__part_begin_first(grace_group_part *part);
 
 /* Logs a line unless the group is quiet. */
 void grace__group_log(grace_group *g, const char *fmt, ...) GRACE_PRINTF(2, 3);

@@ -1790,17 +1790,28 @@ static int part_start(grace_group_part *part, void *data) {
   return grace_upgrader_ready(u);
 }
 
-/* Phase 1 of a shutdown (not a hand-over, which skips it): stop upgrading
- * before anything else stops, so that the listeners close when the
- * servers close theirs. */
-static void part_not_ready(grace_group_part *part, void *data) {
-  (void)part;
-  grace_upgrader_stop(data);
+/* Asks the thread for a plain stop and returns without waiting. */
+static void request_stop(grace_upgrader *u) {
+  pthread_mutex_lock(&u->lock);
+  u->stop_req = true;
+  bool started = u->thread_started;
+  pthread_mutex_unlock(&u->lock);
+  if (started)
+    wake(u);
 }
 
+/* Phase 1 of a shutdown (a hand-over skips it): stop upgrading from now
+ * on.  Phase 1 must be prompt, so this only asks; begin waits for it. */
+static void part_not_ready(grace_group_part *part, void *data) {
+  (void)part;
+  request_stop(data);
+}
+
+/* Phase 3, before the servers begin (begin_first): the upgrader's copies
+ * of the listeners are closed by the time the servers close theirs. */
 static int part_begin(grace_group_part *part, grace_ctx *deadline, void *data) {
   (void)deadline;
-  grace_upgrader_stop(data); /* done already, unless phase 1 was skipped */
+  grace_upgrader_stop(data);
   grace_group_part_done(part, 0);
   return 0;
 }
@@ -1829,6 +1840,7 @@ int grace_group_add_upgrader(grace_group *g, const char *name,
   int rv = grace_group_add(g, name, &ops, u, &u->part);
   if (rv == 0) {
     u->group = g;
+    grace__part_begin_first(u->part);
     /* A successor serves the inherited listeners while its group starts,
      * beside its ready predecessor: /readyz must not say "not ready"
      * then (a load balancer would take the endpoint out). */
