@@ -89,7 +89,7 @@ typedef struct request {
   bool api;   /* grace_upgrader_upgrade waits for it */
   bool done;
   int result;
-  char msg[256];
+  char msg[384]; /* what the requester is told */
 } request;
 
 enum state {
