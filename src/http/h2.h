@@ -339,6 +339,9 @@ const char *grace__h2_stream_path(const grace__h2_stream *s);
 const char *grace__h2_stream_query(const grace__h2_stream *s);
 const char *grace__h2_stream_authority(const grace__h2_stream *s);
 
+/* 1 once the client ended its side of |s| (the request is whole). */
+int grace__h2_stream_request_ended(const grace__h2_stream *s);
+
 /*
  * Returns the value of the first request header named |name| (compared
  * without regard to case; pseudo-headers are not listed), or NULL.  Valid

@@ -441,6 +441,10 @@ const char *grace__h2_stream_query(const grace__h2_stream *s) {
                                                  : NULL;
 }
 
+int grace__h2_stream_request_ended(const grace__h2_stream *s) {
+  return (s->flags & SF_REQ_ENDED) != 0;
+}
+
 const char *grace__h2_stream_authority(const grace__h2_stream *s) {
   return at(s, s->authority_off != NONE ? s->authority_off : s->host_off);
 }

@@ -457,7 +457,22 @@ static int h2_start(grace_http_request *req) {
   req->resp_no_body = (uint8_t)(req->is_head || grace__status_no_body(status));
   if (answer_headers(req, &fields, &n) != 0)
     return GRACE_ENOMEM;
-  int rv = grace__h2_respond_headers(req->stream, status, fields, n);
+  grace__h2_stream *s = req->stream;
+  int rv;
+  if (req->resp_no_body && grace__h2_stream_request_ended(s)) {
+    /* Nothing can follow (RFC 9110 sections 9.3.2, 15.3.5, 15.4.5) and
+     * nothing more comes in: the HEADERS frame ends the stream, as for an
+     * answer given whole, rather than an empty DATA frame at the
+     * handler's end.  The exchange lets go of the stream now; its writes
+     * are discarded and its end only ends it. */
+    rv = grace__h2_respond_trailers_only(s, status, fields, n);
+    if (rv == 0) {
+      stream_forget(s);
+      req->stream = NULL;
+    }
+  } else {
+    rv = grace__h2_respond_headers(s, status, fields, n);
+  }
   free(fields);
   flush(h);
   return rv;

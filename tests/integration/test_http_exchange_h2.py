@@ -156,16 +156,18 @@ class Exchange(gracetest.ProgramTestCase):
                                            self.url("/stream?n=100000")))
             self.assertEqual(c.wait(10), 0, c.stderr)
             self.assertTrue(c.stdout.decode().endswith("\r\n\r\n0"), c.stdout)
-        # On HTTP/2, no content for 204 and HEAD: at most an empty DATA
-        # frame ending a streamed answer whose head went out first.
+        # On HTTP/2, no content for 204 and HEAD, streamed or not: the
+        # HEADERS frame itself ends the stream (no empty DATA frame after).
         for path, extra in (("/status?code=204&mode=stream", []),
+                            ("/status?code=204", []),
                             ("/stream?n=1000", ["-H", ":method: HEAD"])):
             argv = [NGHTTP, "-v", "-n", self.url(path)] + extra
             c = self.client(gracetest.Client(argv))
             self.assertEqual(c.wait(10), 0, c.stderr)
             out = c.stdout.decode()
-            self.assertEqual(re.findall(r"recv DATA frame <length=(\d+)", out)[:1] or ["0"],
-                             ["0"], path)
+            self.assertEqual(re.findall(r"recv DATA frame", out), [], path)
+            self.assertRegex(out, r"recv HEADERS frame <length=\d+, flags=0x05, stream_id=13>",
+                             path)  # END_STREAM|END_HEADERS on the answer's own stream
             self.assertIn(":status: %s" % ("204" if "204" in path else "200"), out)
         # The connection stays usable after each of them (HTTP/1.1): curl
         # sends all of them on one connection.
