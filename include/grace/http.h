@@ -366,8 +366,10 @@ GRACE_EXTERN void grace_http_request_on_cancel(grace_http_request *req,
 
 /*
  * Adds a response header; |name| and |value| are copied.  Content-Length,
- * Date and Connection are set by the server.  Returns 0, GRACE_EINVAL (CR or
- * LF in the text), GRACE_ENOMEM.
+ * Date and Connection are set by the server.  Returns 0, GRACE_EINVAL (a
+ * name that is not a token of RFC 9110 (letters, digits and
+ * !#$%&'*+-.^_`|~), or a control character other than a tab in the value:
+ * CR and LF would split the answer), GRACE_ENOMEM.
  */
 GRACE_EXTERN int grace_http_response_header(grace_http_request *req,
                                             const char *name,

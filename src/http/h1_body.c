@@ -2,6 +2,7 @@
  * HTTP/1.1 body framing; see h1_body.h.
  */
 #include "http/h1_body.h"
+#include "http/token.h"
 
 enum {
   S_SIZE,       /* chunk-size hex digits */
@@ -32,43 +33,6 @@ void grace__h1_body_init(grace__h1_body *b, int chunked, uint64_t length,
   b->in_value = 0;
 }
 
-static int hexval(uint8_t ch) {
-  if (ch >= '0' && ch <= '9')
-    return ch - '0';
-  if (ch >= 'a' && ch <= 'f')
-    return ch - 'a' + 10;
-  if (ch >= 'A' && ch <= 'F')
-    return ch - 'A' + 10;
-  return -1;
-}
-
-/* tchar of RFC 9110 section 5.6.2. */
-static int is_tchar(uint8_t ch) {
-  if ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
-      (ch >= 'A' && ch <= 'Z'))
-    return 1;
-  switch (ch) {
-  case '!':
-  case '#':
-  case '$':
-  case '%':
-  case '&':
-  case '\'':
-  case '*':
-  case '+':
-  case '-':
-  case '.':
-  case '^':
-  case '_':
-  case '`':
-  case '|':
-  case '~':
-    return 1;
-  default:
-    return 0;
-  }
-}
-
 int grace__h1_body_next(grace__h1_body *b, const uint8_t *p, size_t n,
                         size_t *used, const uint8_t **data, size_t *len) {
   size_t i = 0;
@@ -96,7 +60,7 @@ int grace__h1_body_next(grace__h1_body *b, const uint8_t *p, size_t n,
       return 0;
     }
     case S_SIZE: {
-      int v = hexval(ch);
+      int v = grace__hexval(ch);
       if (v >= 0) {
         /* 16 digits hold any size below 2^63; more cannot be real. */
         if (b->digits == 15 && b->remaining >> 59 != 0)
@@ -199,7 +163,7 @@ int grace__h1_body_next(grace__h1_body *b, const uint8_t *p, size_t n,
         i++;
         break;
       }
-      if (!is_tchar(ch))
+      if (!grace__is_tchar(ch))
         return GRACE__H1_BODY_EBAD; /* no obs-fold, no empty name */
       if (++b->fields > GRACE__H1_MAX_TRAILER_FIELDS)
         return GRACE__H1_BODY_EBIG;
@@ -226,7 +190,7 @@ int grace__h1_body_next(grace__h1_body *b, const uint8_t *p, size_t n,
           if (b->line == 0)
             return GRACE__H1_BODY_EBAD;
           b->in_value = 1;
-        } else if (!is_tchar(ch)) {
+        } else if (!grace__is_tchar(ch)) {
           return GRACE__H1_BODY_EBAD;
         } else {
           b->line++;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "http/internal.h"
+#include "http/token.h"
 
 /* ---- dbuf --------------------------------------------------------------- */
 
@@ -113,19 +114,6 @@ void grace__req_cancel(grace_http_request *req) {
     req->on_cancel(req, req->on_cancel_data);
 }
 
-static int unhex(int ch) {
-  if (ch >= '0' && ch <= '9')
-    return ch - '0';
-  if (ch >= 'a' && ch <= 'f')
-    return ch - 'a' + 10;
-  if (ch >= 'A' && ch <= 'F')
-    return ch - 'A' + 10;
-  return -1;
-}
-
-/* Percent-decodes |n| bytes of |s| into |out| (which may be |s|); '+'
- * becomes a space when |plus| is set.  Returns the decoded length, or -1
- * for a malformed escape, as Go's url.unescape. */
 static long unescape(const char *s, size_t n, char *out, int plus) {
   size_t o = 0;
   for (size_t i = 0; i < n; i++) {
@@ -133,8 +121,8 @@ static long unescape(const char *s, size_t n, char *out, int plus) {
       int hi, lo;
       if (i + 2 >= n)
         return -1;
-      hi = unhex((unsigned char)s[i + 1]);
-      lo = unhex((unsigned char)s[i + 2]);
+      hi = grace__hexval((unsigned char)s[i + 1]);
+      lo = grace__hexval((unsigned char)s[i + 2]);
       if (hi < 0 || lo < 0)
         return -1;
       out[o++] = (char)(hi * 16 + lo);
@@ -332,9 +320,21 @@ void grace_http_request_on_cancel(grace_http_request *req,
 
 /* ---- answers ------------------------------------------------------------ */
 
-static int valid_header_text(const char *s) {
+/* A field name: a token (RFC 9110 section 5.1). */
+static int valid_field_name(const char *s) {
+  if (*s == '\0')
+    return 0;
   for (; *s; s++)
-    if (*s == '\r' || *s == '\n')
+    if (!grace__is_tchar((uint8_t)*s))
+      return 0;
+  return 1;
+}
+
+/* A field value: visible characters, spaces, tabs and obs-text; no other
+ * control character (RFC 9110 section 5.5), so never CR or LF. */
+static int valid_field_value(const char *s) {
+  for (; *s; s++)
+    if (((uint8_t)*s < 0x20 && *s != '\t') || *s == 0x7f)
       return 0;
   return 1;
 }
@@ -349,12 +349,10 @@ int grace__is_framing_field(const char *name) {
   return 0;
 }
 
-/* 1 for a field name and value a handler may set: no CR or LF, a name
- * that is not empty and has no colon. */
+/* 1 for a field name and value a handler may set. */
 static int valid_field(const char *name, const char *value) {
-  return name != NULL && value != NULL && name[0] != '\0' &&
-         valid_header_text(name) && valid_header_text(value) &&
-         strchr(name, ':') == NULL;
+  return name != NULL && value != NULL && valid_field_name(name) &&
+         valid_field_value(value);
 }
 
 /* Appends the pair |name|, |value| to |b| and counts it in |*count| (at

@@ -66,6 +66,21 @@ static void answer(grace_http_request *req) {
     assert_int_equal(
         grace_http_response_header(req, "Transfer-Encoding", "chunked"), 0);
     assert_int_equal(grace_http_response_header(req, "X-Kept", "yes"), 0);
+    /* A name is a token; a value has no control character but a tab. */
+    static const char *const bad_names[] = {"", "X Bad", "X:y", "X\x01",
+                                            "X(y)", "X\"y", "caf\xc3\xa9"};
+    for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++)
+      assert_int_equal(grace_http_response_header(req, bad_names[i], "v"),
+                       GRACE_EINVAL);
+    static const char *const bad_values[] = {"a\r\nX-Evil: 1", "a\nb", "a\rb",
+                                             "a\x01", "\x7f"};
+    for (size_t i = 0; i < sizeof(bad_values) / sizeof(bad_values[0]); i++)
+      assert_int_equal(grace_http_response_header(req, "X-V", bad_values[i]),
+                       GRACE_EINVAL);
+    assert_int_equal(grace_http_response_header(req, "X-Tab", "a\tb caf\xc3\xa9"),
+                     0);
+    assert_int_equal(grace_http_response_header(req, "!#$%&'*+-.^_`|~09az", ""),
+                     0);
     grace_http_respond(req, 200, "abc", 3);
     return;
   }
@@ -856,6 +871,8 @@ static void handler_framing_fields_are_not_sent(void **state) {
   assert_null(strstr(a.head, "Transfer-Encoding"));
   assert_null(strstr(a.head, "Connection"));
   assert_non_null(strstr(a.head, "\r\nX-Kept: yes\r\n"));
+  assert_non_null(strstr(a.head, "\r\nX-Tab: a\tb caf\xc3\xa9\r\n"));
+  assert_null(strstr(a.head, "X-Evil"));
   assert_memory_equal(a.body, "abc", 3);
   /* The handler's "Connection: close" did not close it. */
   assert_int_equal(both[1].status, 200);
