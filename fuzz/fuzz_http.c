@@ -185,15 +185,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   data += steps * 2;
   size -= steps * 2;
 
-  void *h1 = grace__h1_new(srv, NULL);
-  if (h1 == NULL)
-    return 0;
-  grace__conn *c = grace__conn_new_mem(&srv->reg, &grace__h1_proto, h1,
+  grace__conn *c = grace__conn_new_mem(&srv->reg, &grace__h1_idle_proto, srv,
                                        (mode & 4) ? 64 : SIZE_MAX);
-  if (c == NULL) {
-    free(h1);
+  if (c == NULL)
     return 0;
-  }
   for (size_t i = 0; i < steps; i++) {
     size_t n = sched[2 * i];
     if (n > size)

@@ -10,6 +10,11 @@
  * peer that sends requests without reading the answers is paused the same
  * way once GRACE__WRITE_HIGH bytes wait to be written.
  *
+ * Between requests a connection holds no HTTP/1.1 state: it dozes off to
+ * grace__h1_idle_proto, and the state (llhttp's parser, the framing) is
+ * allocated again by its next byte.  An idle keep-alive connection costs
+ * its transport alone.
+ *
  * Everything here runs on the connection's loop thread.
  */
 #include <stdio.h>
@@ -49,6 +54,7 @@ typedef struct h1 {
   uint8_t body_open; /* a streamed body is still being read */
   uint64_t streamed; /* bytes of it delivered so far */
   int te_status;     /* a Transfer-Encoding we refuse: its status */
+  uint8_t dozing;    /* idle: the state goes once no caller holds it */
 } h1;
 
 static const llhttp_settings_t settings;
@@ -64,14 +70,38 @@ static void parser_init(h1 *h) {
   h->parser.lenient_flags |= LENIENT_VERSION;
 }
 
-void *grace__h1_new(grace_http_server *srv, grace__http_loop *hl) {
+/* The HTTP/1.1 state of connection |c| of |srv|, which has just received
+ * bytes: a new connection's first ones are sniffed for the HTTP/2
+ * preface, an idle one's start its next request.  The connection speaks
+ * grace__h1_proto from now on.  Returns NULL when out of memory. */
+static h1 *h1_wake(grace__conn *c, grace_http_server *srv) {
   h1 *h = calloc(1, sizeof(*h));
   if (h == NULL)
     return NULL;
+  grace__loop *loop = grace__conn_get_loop(c);
+  h->conn = c;
   h->srv = srv;
-  h->hl = hl;
+  h->hl = loop != NULL ? loop->data : NULL;
+  if (c->state != GRACE__CS_NEW) {
+    h->sniffed = 1;
+    h->seen_bytes = 1;
+  }
   parser_init(h);
+  grace__conn_set_proto(c, &grace__h1_proto, h);
   return h;
+}
+
+/* Called where no HTTP/1.1 code of |h| is left on the stack: a
+ * connection gone idle (go_idle) with nothing pending lets its state go. */
+static void h1_doze(h1 *h) {
+  grace__conn *c = h->conn;
+  if (!h->dozing || h->in_read || h->phase != P_IDLE || h->req != NULL ||
+      h->waiting_flush || h->body_open || h->eof || c->rlen > 0 ||
+      c->proto != &grace__h1_proto || grace__conn_closing(c) ||
+      c->state != GRACE__CS_IDLE)
+    return;
+  grace__conn_set_proto(c, &grace__h1_idle_proto, h->srv);
+  free(h);
 }
 
 /* ---- answers --------------------------------------------------------------
@@ -182,11 +212,14 @@ static int input_pending(const h1 *h) {
  * value): without a close spread, NOW from its beginning; with one, NONE
  * until the connection's moment, DUE from it, NOW once the window is
  * over. */
-static int drain_stage(const h1 *h) {
-  if (!grace__conn_shutting_down(h->conn))
+static int drain_stage_of(grace__conn *c, grace_http_server *srv) {
+  if (!grace__conn_shutting_down(c))
     return GRACE__DRAIN_NONE;
-  return grace__http_drain_stage(h->srv, h->hl, h->conn->id);
+  grace__loop *loop = grace__conn_get_loop(c);
+  return grace__http_drain_stage(srv, loop != NULL ? loop->data : NULL, c->id);
 }
+
+static int drain_stage(const h1 *h) { return drain_stage_of(h->conn, h->srv); }
 
 /* The connection has nothing to do: keep it alive, or close it when a
  * shutdown is draining it (during a close spread an idle connection
@@ -201,6 +234,7 @@ static void go_idle(h1 *h) {
   }
   grace__conn_set_state(c, GRACE__CS_IDLE);
   grace__conn_timer(c, GRACE__TL_IDLE);
+  h->dozing = 1;
 }
 
 /* Whether the answer to |req| closes the connection.  During shutdown
@@ -243,6 +277,7 @@ static void after_answer(h1 *h, grace_http_request *req, int close) {
   }
   if (!pending) {
     go_idle(h);
+    h1_doze(h); /* the last use of |h| on this path */
     return;
   }
   if (!h->in_read)
@@ -526,6 +561,7 @@ static ssize_t read_head(h1 *h, const uint8_t *p, size_t n) {
   if (h->phase == P_IDLE) {
     h->phase = P_HEAD;
     h->prev_lf = 0;
+    h->dozing = 0;
     if (c->state != GRACE__CS_ACTIVE) {
       /* The read-header timeout runs from the request's first byte (a new
        * connection's from the accept). */
@@ -632,6 +668,8 @@ static ssize_t h1_on_read(grace__conn *c, const uint8_t *p, size_t n) {
   h->in_read = 0;
   if (h->phase == P_DEAD)
     return (ssize_t)n; /* ending: the rest is discarded */
+  if (off == n)
+    h1_doze(h); /* nothing of the bytes left: an idle connection dozes */
   return (ssize_t)off;
 }
 
@@ -668,8 +706,10 @@ static void h1_on_flushed(grace__conn *c) {
     grace__conn_resume(c);
   else if (h->eof)
     grace__conn_close(c);
-  else if (h->phase == P_IDLE)
+  else if (h->phase == P_IDLE) {
     go_idle(h);
+    h1_doze(h);
+  }
 }
 
 static void h1_on_timer(grace__conn *c, unsigned list) {
@@ -721,11 +761,15 @@ static void h1_on_shutdown(grace__conn *c) {
   grace__conn_end(c, 0);
 }
 
+static void idle_on_shutdown(grace__conn *c);
+
 void grace__h1_spread_over(grace__conn *c) {
-  if (c->proto != &grace__h1_proto || grace__conn_closing(c) ||
-      !grace__conn_shutting_down(c))
+  if (grace__conn_closing(c) || !grace__conn_shutting_down(c))
     return;
-  h1_on_shutdown(c);
+  if (c->proto == &grace__h1_proto)
+    h1_on_shutdown(c);
+  else if (c->proto == &grace__h1_idle_proto)
+    idle_on_shutdown(c);
 }
 
 static unsigned h1_on_force(grace__conn *c) {
@@ -765,6 +809,50 @@ const grace__conn_proto grace__h1_proto = {
     .on_force = h1_on_force,
     .on_close = h1_on_close,
     .on_free = h1_on_free,
+};
+
+/* ---- a connection without HTTP/1.1 state ----------------------------------
+ * (new, or idle between requests; its pdata is the server) */
+
+static ssize_t idle_on_read(grace__conn *c, const uint8_t *p, size_t n) {
+  (void)p;
+  (void)n;
+  if (h1_wake(c, c->pdata) == NULL)
+    return -1; /* out of memory: the transport ends the connection */
+  return 0;    /* the transport offers the bytes to HTTP/1.1 */
+}
+
+static void idle_on_eof(grace__conn *c) {
+  if (grace__conn_queued(c) > 0)
+    grace__conn_end(c, 0);
+  else
+    grace__conn_close(c);
+}
+
+static void idle_on_timer(grace__conn *c, unsigned list) {
+  if (list == GRACE__TL_SEND) {
+    /* Its last answer is not being read (nginx's send_timeout). */
+    grace__conn_count_cut(c, 1);
+  }
+  grace__conn_close(c); /* idle or read-header timeout: quietly */
+}
+
+static void idle_on_shutdown(grace__conn *c) {
+  if (drain_stage_of(c, c->pdata) != GRACE__DRAIN_NOW)
+    return; /* a close spread: the window's end closes it */
+  /* Serve the bytes it has already sent, else close. */
+  grace__conn_read_now(c);
+  if (c->proto != &grace__h1_idle_proto || grace__conn_closing(c))
+    return; /* it woke up: HTTP/1.1 (or HTTP/2) drains it */
+  atomic_fetch_add(&c->reg->idle_closed, 1);
+  grace__conn_end(c, 0);
+}
+
+const grace__conn_proto grace__h1_idle_proto = {
+    .on_read = idle_on_read,
+    .on_eof = idle_on_eof,
+    .on_timer = idle_on_timer,
+    .on_shutdown = idle_on_shutdown,
 };
 
 /* ---- llhttp callbacks -------------------------------------------------------

@@ -247,13 +247,15 @@ grace_duration grace__http_spread_offset(const grace_http_server *srv,
 
 /* ---- h1.c: HTTP/1.1 on a connection ------------------------------------- */
 
-/* The protocol every accepted connection starts with; it switches to
- * HTTP/2 when the first bytes are the client preface. */
+/* HTTP/1.1 while a request is read or answered; it switches to HTTP/2
+ * when a new connection's first bytes are the client preface. */
 extern const grace__conn_proto grace__h1_proto;
 
-/* The HTTP/1.1 state of a new connection of |srv| on |hl| (NULL: a
- * memory connection with no loop).  Returns NULL when out of memory. */
-void *grace__h1_new(grace_http_server *srv, grace__http_loop *hl);
+/* The protocol every accepted connection starts with (its pdata is the
+ * grace_http_server): a connection that has sent nothing yet, or a
+ * keep-alive one between requests, holds no protocol state at all; its
+ * next bytes allocate the HTTP/1.1 state (grace__h1_proto) again. */
+extern const grace__conn_proto grace__h1_idle_proto;
 
 /* The close spread's window is over: |c|, if it speaks HTTP/1.1 and is
  * shutting down, is drained as a shutdown without a spread drains it at

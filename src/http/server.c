@@ -144,14 +144,9 @@ static void on_conn_state(grace__conn *c, int state, void *data) {
                          srv->opts.conn_state_data);
 }
 
-/* On the connection's own loop: its protocol state, then the socket. */
+/* On the connection's own loop: its socket is registered there; its
+ * HTTP/1.1 state waits for its first bytes (grace__h1_idle_proto). */
 static void adopt(grace__http_loop *hl, grace__conn *c) {
-  void *h = grace__h1_new(hl->srv, hl);
-  if (h == NULL) {
-    grace__conn_discard(c);
-    return;
-  }
-  grace__conn_set_proto(c, &grace__h1_proto, h);
   grace__conn_start(c, &hl->cl);
 }
 
@@ -162,7 +157,7 @@ static void on_handoff(grace__loop *loop, grace__post *post) {
 
 static void on_accept(grace__listener *l, int fd) {
   grace_http_server *srv = l->data;
-  grace__conn *c = grace__conn_new(&srv->reg, fd, &grace__h1_proto, NULL);
+  grace__conn *c = grace__conn_new(&srv->reg, fd, &grace__h1_idle_proto, srv);
   if (c == NULL) {
     close(fd);
     return;

@@ -148,9 +148,8 @@ static int teardown(void **state) {
  * ---------------------------------------------------------------- */
 
 static grace__conn *open_conn(size_t room) {
-  void *h1 = grace__h1_new(srv, NULL);
-  assert_non_null(h1);
-  grace__conn *c = grace__conn_new_mem(&srv->reg, &grace__h1_proto, h1, room);
+  grace__conn *c =
+      grace__conn_new_mem(&srv->reg, &grace__h1_idle_proto, srv, room);
   assert_non_null(c);
   return c;
 }
@@ -288,6 +287,39 @@ static void request_is_answered_at_once(void **state) {
   assert_memory_equal(a.body, "GET /hello ", a.blen);
   assert_false(grace__conn_closing(c)); /* kept alive */
   assert_int_equal(c->state, GRACE__CS_IDLE);
+  grace__conn_mem_free(c);
+}
+
+/* A connection holds HTTP/1.1 state only while a request is read or
+ * answered: new and idle ones speak grace__h1_idle_proto (no state), and
+ * each request wakes it again, pipelined or one by one. */
+static void idle_connection_holds_no_http_state(void **state) {
+  grace__conn *c = open_conn(SIZE_MAX);
+  answer_t a[2];
+  (void)state;
+  assert_ptr_equal(c->proto, &grace__h1_idle_proto);
+  assert_int_equal(c->state, GRACE__CS_NEW);
+  send_str(c, "GE"); /* a request begun wakes it */
+  assert_ptr_equal(c->proto, &grace__h1_proto);
+  send_str(c, "T /one HTTP/1.1\r\nHost: x\r\n\r\n");
+  expect_one(c, 200, &a[0]);
+  assert_ptr_equal(c->proto, &grace__h1_idle_proto);
+  assert_int_equal(c->state, GRACE__CS_IDLE);
+  send_str(c, GET("/two") GET("/three"));
+  assert_int_equal(take_answers(c, a, 2), 2);
+  assert_memory_equal(a[1].body, "GET /three ", a[1].blen);
+  assert_ptr_equal(c->proto, &grace__h1_idle_proto);
+  /* With its handler, the request holds the state until it is answered. */
+  hold = 1;
+  send_str(c, GET("/held"));
+  assert_int_equal(nheld, 1);
+  assert_ptr_equal(c->proto, &grace__h1_proto);
+  answer_held();
+  expect_one(c, 200, &a[0]);
+  assert_memory_equal(a[0].body, "GET /held ", a[0].blen);
+  assert_ptr_equal(c->proto, &grace__h1_idle_proto);
+  assert_int_equal(c->state, GRACE__CS_IDLE);
+  assert_false(grace__conn_closing(c));
   grace__conn_mem_free(c);
 }
 
@@ -910,6 +942,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
       T(request_is_answered_at_once),
+      T(idle_connection_holds_no_http_state),
       T(byte_at_a_time_delivery_gives_the_same_answer),
       T(upgrade_request_leaves_the_connection_usable),
       T(pipelined_requests_are_answered_in_order_one_at_a_time),
