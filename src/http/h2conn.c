@@ -44,6 +44,8 @@ typedef struct h2c {
   int busy;       /* inside a call into h2.c: no pull, no free */
   int dead;       /* the socket closed while busy: free the session later */
   unsigned nreqs; /* exchanges held by handlers or stream hooks */
+  grace__conn_ptimer goaway_timer; /* PING ack awaited (GRACE__TL_GOAWAY) */
+  grace__conn_ptimer sweep_timer;  /* stream timeouts (GRACE__TL_STREAM) */
 } h2c;
 
 static const grace__exch_ops h2_ops;
@@ -92,10 +94,9 @@ static void stream_forget(grace__h2_stream *s) {
 
 /* Arms the sweep that enforces the body and send timeouts on streams. */
 static void arm_sweep(h2c *h) {
-  grace__conn *c = h->conn;
   if (!grace__list_empty(&h->streams) &&
-      !grace__conn_timer_armed(c, GRACE__TL_STREAM))
-    grace__conn_timer(c, GRACE__TL_STREAM);
+      !grace__conn_ptimer_armed(&h->sweep_timer))
+    grace__conn_ptimer_arm(&h->sweep_timer, GRACE__TL_STREAM);
 }
 
 /* Frees the session once no call into it is on the stack. */
@@ -608,7 +609,7 @@ static void h2_on_shutdown(grace__conn *c) {
   if (h->h2 == NULL)
     return;
   grace__h2_shutdown_begin(h->h2);
-  grace__conn_timer(c, GRACE__TL_GOAWAY);
+  grace__conn_ptimer_arm(&h->goaway_timer, GRACE__TL_GOAWAY);
   grace__conn_timer_stop(c, GRACE__TL_IDLE);
   flush(h);
 }
@@ -627,6 +628,8 @@ static unsigned h2_on_force(grace__conn *c) {
 
 static void h2_on_close(grace__conn *c) {
   h2c *h = c->pdata;
+  grace__conn_ptimer_stop(&h->goaway_timer);
+  grace__conn_ptimer_stop(&h->sweep_timer);
   if (h->busy > 0)
     h->dead = 1; /* freed when the call into h2.c returns (unbusy) */
   else
@@ -635,6 +638,8 @@ static void h2_on_close(grace__conn *c) {
 
 static void h2_on_free(grace__conn *c) {
   h2c *h = c->pdata;
+  grace__conn_ptimer_stop(&h->goaway_timer);
+  grace__conn_ptimer_stop(&h->sweep_timer);
   h->busy = 0;
   free_session(h);
   free(h);
@@ -663,6 +668,8 @@ int grace__h2c_start(grace__conn *c, grace_http_server *srv,
   h->srv = srv;
   h->hl = hl;
   grace__list_init(&h->streams);
+  grace__conn_ptimer_init(&h->goaway_timer, c);
+  grace__conn_ptimer_init(&h->sweep_timer, c);
   memset(&opts, 0, sizeof(opts));
   opts.max_header_list = (uint32_t)srv->opts.max_header_bytes;
   /* With streaming requests (gRPC) the body is a stream of messages

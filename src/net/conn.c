@@ -29,13 +29,12 @@ static ssize_t discard_read(grace__conn *c, const uint8_t *p, size_t n) {
 static const grace__conn_proto discarded = {.on_read = discard_read};
 
 static unsigned slot_of(unsigned list) {
-  if (list == GRACE__TL_SEND)
-    return 1;
-  if (list == GRACE__TL_GOAWAY)
-    return 2;
-  if (list == GRACE__TL_STREAM)
-    return 3;
-  return 0;
+  return list == GRACE__TL_SEND ? 1 : 0;
+}
+
+/* The lists whose entries are a protocol's own (grace__conn_ptimer). */
+static int is_protocol_list(unsigned list) {
+  return list == GRACE__TL_GOAWAY || list == GRACE__TL_STREAM;
 }
 
 /* ---- the loop side --------------------------------------------------------
@@ -84,13 +83,20 @@ void grace__conn_loop_timeout(grace__conn_loop *cl, unsigned list,
 
 void grace__conn_loop_expire(grace__conn_loop *cl, unsigned list,
                              grace__tnode *node) {
-  unsigned slot = slot_of(list);
-  grace__conn *c = (grace__conn *)(void *)((char *)(node - slot) -
-                                           offsetof(grace__conn, timer));
+  grace__conn *c;
   (void)cl;
-  if (list == GRACE__TL_LINGER || c->proto->on_timer == NULL) {
-    grace__conn_close(c);
-    return;
+  if (is_protocol_list(list)) {
+    c = grace__container_of(node, grace__conn_ptimer, node)->conn;
+    if (grace__conn_closing(c) || c->proto->on_timer == NULL)
+      return; /* an ending connection's protocol deadlines are over */
+  } else {
+    unsigned slot = slot_of(list);
+    c = (grace__conn *)(void *)((char *)(node - slot) -
+                                offsetof(grace__conn, timer));
+    if (list == GRACE__TL_LINGER || c->proto->on_timer == NULL) {
+      grace__conn_close(c);
+      return;
+    }
   }
   grace__conn_ref(c);
   c->proto->on_timer(c, list);
@@ -355,8 +361,6 @@ void grace__conn_end(grace__conn *c, int linger) {
   if (linger)
     c->flags |= GRACE__CF_LINGER;
   grace__list_unlink(&c->timer[0].link);
-  grace__list_unlink(&c->timer[2].link);
-  grace__list_unlink(&c->timer[3].link);
   if (grace__conn_queued(c) == 0)
     finish_end(c);
   else
@@ -820,6 +824,27 @@ int grace__conn_timer_armed(const grace__conn *c, unsigned list) {
 
 void grace__conn_timer_stop(grace__conn *c, unsigned list) {
   grace__list_unlink(&c->timer[slot_of(list)].link);
+}
+
+void grace__conn_ptimer_init(grace__conn_ptimer *t, grace__conn *c) {
+  grace__list_init(&t->node.link);
+  t->node.deadline = 0;
+  t->conn = c;
+}
+
+void grace__conn_ptimer_arm(grace__conn_ptimer *t, unsigned list) {
+  grace__conn *c = t->conn;
+  if (c->cl == NULL || (c->flags & GRACE__CF_CLOSED) || !is_protocol_list(list))
+    return;
+  grace__loop_tlist_add(c->cl->loop, list, &t->node);
+}
+
+void grace__conn_ptimer_stop(grace__conn_ptimer *t) {
+  grace__list_unlink(&t->node.link);
+}
+
+int grace__conn_ptimer_armed(const grace__conn_ptimer *t) {
+  return !grace__list_empty(&t->node.link);
 }
 
 void grace__conn_set_state(grace__conn *c, int st) {

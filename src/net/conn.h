@@ -121,9 +121,20 @@ struct grace__conn_loop {
   int closing;       /* everything is being closed */
 };
 
-/* Timer slots of a connection: read (header, idle, body, linger), send,
- * and two for the protocol (GOAWAY, stream sweep). */
-#define GRACE__CONN_TIMERS 4
+/* Timer slots of a connection: read (header, idle, body, linger) and
+ * send.  A protocol's own deadlines (HTTP/2's GOAWAY and stream sweep)
+ * live in its state (grace__conn_ptimer), so a connection that speaks
+ * HTTP/1.1, or is idle, carries none of them. */
+#define GRACE__CONN_TIMERS 2
+
+/* A deadline of a protocol's own, embedded in the protocol's state: its
+ * expiry calls the connection's on_timer with its list (while the
+ * connection is neither closed nor ending).  The protocol stops it before
+ * its state is freed. */
+typedef struct grace__conn_ptimer {
+  grace__tnode node;
+  grace__conn *conn;
+} grace__conn_ptimer;
 
 /* Connection flags. */
 enum {
@@ -147,7 +158,7 @@ struct grace__conn {
   grace__conn_reg *reg;
   grace__list link;  /* in cl->conns */
   grace__list plink; /* in cl->pending while it has bytes to send */
-  grace__tnode timer[GRACE__CONN_TIMERS]; /* read, send, protocol x2 */
+  grace__tnode timer[GRACE__CONN_TIMERS]; /* read, send */
   grace__post post; /* hand-over to the owning loop, deferred resume */
   const grace__conn_proto *proto;
   void *pdata; /* the protocol's state */
@@ -295,6 +306,14 @@ void grace__conn_timer(grace__conn *c, unsigned list);
 void grace__conn_timer_stop(grace__conn *c, unsigned list);
 /* 1 while the slot of |list| holds a deadline (of any of its lists). */
 int grace__conn_timer_armed(const grace__conn *c, unsigned list);
+
+/* A protocol's own deadline for |c| (lists GRACE__TL_GOAWAY and
+ * GRACE__TL_STREAM): init once, then arm (now + the list's timeout),
+ * stop (idempotent), armed. */
+void grace__conn_ptimer_init(grace__conn_ptimer *t, grace__conn *c);
+void grace__conn_ptimer_arm(grace__conn_ptimer *t, unsigned list);
+void grace__conn_ptimer_stop(grace__conn_ptimer *t);
+int grace__conn_ptimer_armed(const grace__conn_ptimer *t);
 
 /* Sets the state reported to the registry (NEW, ACTIVE, IDLE). */
 void grace__conn_set_state(grace__conn *c, int state);
