@@ -3,6 +3,8 @@
 #   make test   builds everything (gcc, clang + ASan/UBSan, clang + TSan) and
 #               runs every test in each build; valgrind checks run in the first
 # Both install the Debian packages they need when missing (idempotent).
+#   make docs   the API reference and the guides (Doxygen, every warning an
+#               error) into build/docs/html; make test runs it too
 #   make install [PREFIX=/usr/local] [DESTDIR=/staging]
 #               installs the library (libgrace.so.X and libgrace.a), its
 #               headers, grace.pc and the CMake package from the Release build
@@ -15,9 +17,10 @@ PREFIX ?= /usr/local
 # What building and testing need (wrk and haproxy drive the upgrade tests,
 # tests/integration/test_upgrade*.py; the Go packages build h2spec, from
 # ../shared/tools, for tests/integration/test_h2spec.py, and the grpc-go
-# interop client, tests/interop/go, for test_grpc_interop_go.py).
+# interop client, tests/interop/go, for test_grpc_interop_go.py; doxygen
+# builds the API reference and the guides, make docs).
 DEBS := cmake make gcc clang pkg-config libuv1-dev libnghttp2-dev node-llhttp libcmocka-dev protobuf-c-compiler libprotobuf-c-dev \
-        libclang-rt-14-dev curl valgrind python3 ca-certificates \
+        libclang-rt-14-dev curl valgrind python3 ca-certificates doxygen \
         nghttp2-client python3-grpcio systemd wrk haproxy \
         golang-go golang-github-spf13-cobra-dev golang-github-fatih-color-dev golang-golang-x-net-dev \
         golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev \
@@ -34,7 +37,7 @@ BENCH_DEBS := wrk nginx-light golang-go haproxy nghttp2-client g++ \
         protobuf-compiler-grpc python3-grpcio python3-hpack
 
 .PHONY: all deps bench-deps build build-asan build-tsan build-release test test-default \
-        test-asan test-tsan demo bench install clean
+        test-asan test-tsan docs demo bench install clean
 
 all: build
 
@@ -98,7 +101,14 @@ test-tsan: build-tsan
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	ctest --test-dir build-tsan --output-on-failure -j 2
 
-test: test-default test-asan test-tsan build-release
+# The API reference and the guides, from the headers' comments and
+# docs/guide/ (docs/Doxyfile.in): a warning (a \ref to nothing, a bad
+# command) fails it.  Only the configure step of the build is needed.
+docs: deps
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build build --target docs
+
+test: docs test-default test-asan test-tsan build-release
 	@echo "make test: every build passed"
 
 # cmake --install takes the prefix now (grace.pc is written for it) and
