@@ -25,7 +25,8 @@ static void say_hello(grace_grpc_call *call, const void *msg, void *data) {
   const HelloRequest *in = msg;
   char text[128];
   snprintf(text, sizeof(text), "Hello %s", in->name ? in->name : "");
-  HelloReply out = HELLO_REPLY__INIT;
+  HelloReply out;
+  hello_reply__init(&out);
   out.message = text;
   int rv = grace_grpc_call_send(call, &out.base); /* packed (copied) now */
   /* Exactly once per call, whatever happened. */
