@@ -24,7 +24,8 @@
  *  1. every listener is closed at once (connections waiting in the accept
  *     queue are accepted first, so a client that connected before the
  *     shutdown is not reset);
- *  2. the hooks registered with grace_http_server_on_shutdown run;
+ *  2. the hooks registered with grace_http_server_on_shutdown run on the
+ *     calling thread, while the loops go on with step 3;
  *  3. idle keep-alive connections, and new connections that have sent
  *     nothing, are closed at once (bytes already received are served
  *     first); every in-flight response carries "Connection: close" and its
