@@ -43,6 +43,10 @@ extern "C" {
 #define GRACE_ECLOSED (GRACE_ERR_BASE - 3)   /* server or handle closed */
 #define GRACE_ESHUTDOWN (GRACE_ERR_BASE - 4) /* shutdown in progress */
 #define GRACE_ESTATE (GRACE_ERR_BASE - 5)    /* called in the wrong state */
+/* A blocking call made on the server's own loop thread, where waiting
+ * would stop the very loop that has to finish the work (use the
+ * non-blocking form of grace/uv.h there). */
+#define GRACE_EDEADLK (GRACE_ERR_BASE - 6)
 
 /*
  * Returns a static, human readable message for |err|.  GRACE_ECANCELED and

@@ -35,6 +35,8 @@ static const struct {
     {GRACE_ECLOSED, "GRACE_ECLOSED", "server or handle closed"},
     {GRACE_ESHUTDOWN, "GRACE_ESHUTDOWN", "shutdown in progress"},
     {GRACE_ESTATE, "GRACE_ESTATE", "called in the wrong state"},
+    {GRACE_EDEADLK, "GRACE_EDEADLK",
+     "blocking call on the server's own loop thread"},
 };
 
 #define KNOWN_COUNT (sizeof(known_errors) / sizeof(known_errors[0]))

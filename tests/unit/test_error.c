@@ -34,6 +34,7 @@ static const struct {
     {GRACE_ECLOSED, "GRACE_ECLOSED"},
     {GRACE_ESHUTDOWN, "GRACE_ESHUTDOWN"},
     {GRACE_ESTATE, "GRACE_ESTATE"},
+    {GRACE_EDEADLK, "GRACE_EDEADLK"},
 };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -81,10 +82,12 @@ static void grace_codes_sit_below_every_errno(void **state) {
   assert_string_equal(grace_strerror(GRACE_ECLOSED), "server or handle closed");
   assert_string_equal(grace_strerror(GRACE_ESHUTDOWN), "shutdown in progress");
   assert_string_equal(grace_strerror(GRACE_ESTATE), "called in the wrong state");
+  assert_string_equal(grace_strerror(GRACE_EDEADLK),
+                      "blocking call on the server's own loop thread");
 }
 
 static void unknown_codes_never_give_null(void **state) {
-  static const int odd[] = {INT32_MIN, INT32_MIN + 1, GRACE_ERR_BASE, GRACE_ERR_BASE - 6,
+  static const int odd[] = {INT32_MIN, INT32_MIN + 1, GRACE_ERR_BASE, GRACE_ERR_BASE - 7,
                             -4095, -9999, 1, EINVAL, INT32_MAX};
   size_t i;
 
