@@ -694,7 +694,7 @@ const char *grace_grpc_call_metadata(grace_grpc_call *call, const char *key) {
 }
 
 uv_loop_t *grace_grpc_call_loop(grace_grpc_call *call) {
-  return &call->loop->uv;
+  return call->loop->uv;
 }
 
 void grace_grpc_call_set_data(grace_grpc_call *call, void *data) {
@@ -810,7 +810,7 @@ static int hook_start(grace_http_request *req, void *data) {
     call->deadline_at = grace__grpc_deadline_after(grace_now(), d);
     call->deadline = malloc(sizeof(*call->deadline));
     if (call->deadline != NULL) {
-      uv_timer_init(&call->loop->uv, call->deadline);
+      uv_timer_init(call->loop->uv, call->deadline);
       call->deadline->data = call;
       uv_timer_start(call->deadline, on_deadline, grace__grpc_timeout_ms(d), 0);
     }

@@ -77,7 +77,7 @@ static void update_idle(h2c *h) {
 
 static uint64_t now_ms(const h2c *h) {
   grace__loop *loop = grace__conn_get_loop(h->conn);
-  return loop != NULL ? uv_now(&loop->uv) : 0;
+  return loop != NULL ? uv_now(loop->uv) : 0;
 }
 
 static grace_http_request *stream_req(grace__h2_stream *s) {

@@ -213,7 +213,7 @@ int grace_http_request_minor(grace_http_request *req) { return req->minor; }
 
 uv_loop_t *grace_http_request_loop(grace_http_request *req) {
   grace__loop *loop = grace__conn_get_loop(req->conn);
-  return loop != NULL ? &loop->uv : NULL;
+  return loop != NULL ? loop->uv : NULL;
 }
 
 grace_http_server *grace_http_request_server(grace_http_request *req) {
@@ -472,7 +472,7 @@ int grace_http_run_blocking(grace_http_request *req, grace_http_handler fn,
   job->fn = fn;
   job->data = data;
   job->work.data = job;
-  int rv = uv_queue_work(&grace__conn_get_loop(req->conn)->uv, &job->work,
+  int rv = uv_queue_work(grace__conn_get_loop(req->conn)->uv, &job->work,
                          blocking_work, blocking_after);
   if (rv != 0)
     free(job);

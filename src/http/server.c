@@ -186,7 +186,7 @@ static int on_open(grace__loop *loop) {
   int orv = grace__conn_loop_open(cl);
   if (orv != 0)
     return orv;
-  orv = uv_timer_init(&loop->uv, &hl->spread_timer);
+  orv = uv_timer_init(loop->uv, &hl->spread_timer);
   if (orv != 0)
     return orv;
   hl->spread_timer.data = hl;

@@ -53,12 +53,19 @@ int grace__conn_loop_init(grace__conn_loop *cl, grace__loop *loop) {
 static void flush_pending(uv_prepare_t *handle);
 
 int grace__conn_loop_open(grace__conn_loop *cl) {
-  int rv = uv_prepare_init(&cl->loop->uv, &cl->prepare);
+  int rv = uv_prepare_init(cl->loop->uv, &cl->prepare);
   if (rv != 0)
     return rv;
   cl->prepare.data = cl;
   cl->prepare_open = 1;
   return 0;
+}
+
+void grace__conn_loop_close(grace__conn_loop *cl) {
+  if (!cl->prepare_open)
+    return;
+  cl->prepare_open = 0;
+  grace__loop_close_handle(cl->loop, (uv_handle_t *)&cl->prepare);
 }
 
 /* Marks |c| as having bytes to send before the loop waits. */
@@ -228,7 +235,7 @@ void grace__conn_discard(grace__conn *c) {
 int grace__conn_start(grace__conn *c, grace__conn_loop *cl) {
   c->cl = cl;
   grace__list_push(&cl->conns, &c->link);
-  if (cl->closing || uv_poll_init_socket(&cl->loop->uv, &c->poll, c->fd) != 0) {
+  if (cl->closing || uv_poll_init_socket(cl->loop->uv, &c->poll, c->fd) != 0) {
     close(c->fd);
     c->fd = -1;
     c->flags |= GRACE__CF_CLOSED;

@@ -202,6 +202,10 @@ int grace__conn_loop_init(grace__conn_loop *cl, grace__loop *loop);
  * or a negative libuv error.  The loop closes it with its other handles. */
 int grace__conn_loop_open(grace__conn_loop *cl);
 
+/* External loop mode, at stop: closes the handle conn_loop_open opened
+ * (grace__loop_close_handle counts it). */
+void grace__conn_loop_close(grace__conn_loop *cl);
+
 /* Frees the read buffer; every connection must be gone. */
 void grace__conn_loop_free(grace__conn_loop *cl);
 

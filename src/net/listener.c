@@ -201,11 +201,11 @@ int grace__listener_start(grace__listener *l, grace__loop *loop, int fd,
   l->on_accept = on_accept;
   l->data = data;
   l->backoff_ms = 0;
-  rv = uv_poll_init_socket(&loop->uv, &l->poll, fd);
+  rv = uv_poll_init_socket(loop->uv, &l->poll, fd);
   if (rv != 0)
     return rv;
   l->poll.data = l;
-  uv_timer_init(&loop->uv, &l->backoff);
+  uv_timer_init(loop->uv, &l->backoff);
   l->backoff.data = l;
   l->fd = fd;
   l->open = 1;

@@ -388,7 +388,7 @@ int grace_tcp_conn_peer(grace_tcp_conn *conn, struct sockaddr *addr,
 
 struct uv_loop_s *grace_tcp_conn_loop(grace_tcp_conn *conn) {
   grace__loop *loop = grace__conn_get_loop(conn->c);
-  return loop != NULL ? &loop->uv : NULL;
+  return loop != NULL ? loop->uv : NULL;
 }
 
 void grace_tcp_conn_hold(grace_tcp_conn *conn) { grace__conn_ref(conn->c); }

@@ -175,7 +175,7 @@ static int on_open(grace__loop *loop) {
   int rv = grace__conn_loop_open(cl);
   if (rv != 0)
     return rv;
-  rv = uv_timer_init(&loop->uv, &tl->spread_timer);
+  rv = uv_timer_init(loop->uv, &tl->spread_timer);
   if (rv != 0)
     return rv;
   tl->spread_timer.data = tl;
