@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "grace/grpc.h"
+#include "grace/uv.h"
 #include "grpc/wire.h"
 #include "grace_health.pb-c.h"
 #include "http/internal.h"
@@ -70,6 +71,8 @@ struct grace_grpc_server {
   int started;
   void (*done)(grace_grpc_server *srv, void *data);
   void *done_data;
+  grace_grpc_stop_cb uv_done; /* grace_grpc_server_graceful_stop_uv */
+  void *uv_done_data;
 };
 
 /* A framed message waiting in a call's send queue. */
@@ -1213,6 +1216,15 @@ int grace_grpc_server_start(grace_grpc_server *srv) {
   return rv;
 }
 
+int grace_grpc_server_start_uv(grace_grpc_server *srv, uv_loop_t *loop) {
+  if (srv == NULL)
+    return GRACE_EINVAL;
+  int rv = grace_http_server_start_uv(srv->http, loop);
+  if (rv == 0)
+    srv->started = 1;
+  return rv;
+}
+
 grace_ctx *grace_grpc_server_stopping_ctx(grace_grpc_server *srv) {
   return grace_http_server_shutdown_ctx(srv->http);
 }
@@ -1250,6 +1262,8 @@ int grace_grpc_server_drained_fd(grace_grpc_server *srv) {
 
 int grace_grpc_server_graceful_stop(grace_grpc_server *srv, grace_ctx *ctx,
                                     int *cut) {
+  if (srv != NULL && grace__http_server_on_loop(srv->http))
+    return GRACE_EDEADLK; /* it would wait for the loop it stops */
   int rv = grace_grpc_server_graceful_stop_begin(srv, NULL, NULL);
   if (rv != 0 && rv != GRACE_ESHUTDOWN)
     return rv;
@@ -1262,6 +1276,33 @@ int grace_grpc_server_graceful_stop(grace_grpc_server *srv, grace_ctx *ctx,
       *cut = n;
   }
   return rv;
+}
+
+static void http_stopped(grace_http_server *http, int status, int cut,
+                         void *data) {
+  grace_grpc_server *srv = data;
+  (void)http;
+  if (srv->uv_done != NULL)
+    srv->uv_done(srv, status, cut, srv->uv_done_data);
+}
+
+int grace_grpc_server_graceful_stop_uv(grace_grpc_server *srv,
+                                       grace_duration timeout,
+                                       grace_grpc_stop_cb done, void *data) {
+  if (srv == NULL || timeout < 0)
+    return GRACE_EINVAL;
+  /* The checks of grace_http_server_shutdown_uv, before anything moves. */
+  if (!srv->started || !grace__http_server_on_loop(srv->http) ||
+      !srv->http->set.external)
+    return GRACE_ESTATE;
+  if (srv->http->uv_stop_asked)
+    return GRACE_ESHUTDOWN;
+  int rv = grace_grpc_server_graceful_stop_begin(srv, NULL, NULL);
+  if (rv != 0 && rv != GRACE_ESHUTDOWN)
+    return rv;
+  srv->uv_done = done;
+  srv->uv_done_data = data;
+  return grace_http_server_shutdown_uv(srv->http, timeout, http_stopped, srv);
 }
 
 int grace_grpc_server_stop(grace_grpc_server *srv) {

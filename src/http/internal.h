@@ -215,9 +215,20 @@ struct grace_http_server {
   pthread_cond_t cond;
   unsigned loops_acked; /* loops that finished an EV_CLOSE */
   int cut;
+  /* Embedded mode (grace/uv.h), on the loop thread: the stop asked by
+   * grace_http_server_shutdown_uv and how it ended. */
+  int uv_stop_asked;
+  int uv_status;
+  void (*uv_done)(grace_http_server *srv, int status, int cut, void *data);
+  void *uv_done_data;
+  atomic_int uv_stopped; /* every handle of ours closed */
   /* stats */
   atomic_uint_fast64_t st_requests, st_inflight;
 };
+
+/* True when the caller is on one of |srv|'s loop threads (the caller's
+ * own thread for an embedded server). */
+int grace__http_server_on_loop(grace_http_server *srv);
 
 /* ---- server.c: the close spread ----------------------------------------- */
 

@@ -4,12 +4,14 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "grace/signal.h"
+#include "grace/uv.h"
 #include "http/internal.h"
 
 const char *grace_conn_state_name(grace_conn_state state) {
@@ -130,6 +132,10 @@ static void maybe_drained(grace_http_server *srv) {
   do
     rv = write(srv->drained_fd, &one, sizeof(one));
   while (rv < 0 && errno == EINTR);
+  /* Embedded: the stop closes our handles (through the async handle, as
+   * this may run inside a connection's callback). */
+  if (srv->set.external && srv->uv_stop_asked)
+    grace__loopset_stop(&srv->set);
 }
 
 static void on_conn_gone(grace__conn_reg *reg, void *data) {
@@ -258,6 +264,31 @@ static void on_stop(grace__loop *loop) {
   if (loop->index == 0 && !atomic_load(&hl->srv->listeners_closed))
     close_listeners(hl->srv, 0);
   grace__conn_loop_close_all(&hl->cl);
+}
+
+/* Embedded: the per-loop handles on_open opened. */
+static void on_close(grace__loop *loop) {
+  grace__http_loop *hl = loop->data;
+  grace__loop_close_handle(loop, (uv_handle_t *)&hl->spread_timer);
+  grace__conn_loop_close(&hl->cl);
+}
+
+static void on_closed(grace__loop *loop) {
+  grace__http_loop *hl = loop->data;
+  grace_http_server *srv = hl->srv;
+  atomic_store(&srv->uv_stopped, 1);
+  if (srv->uv_done != NULL)
+    srv->uv_done(srv, srv->uv_status, srv->cut, srv->uv_done_data);
+}
+
+/* Embedded: the shutdown's deadline passed; the rest is cut. */
+static void on_deadline(grace__loop *loop) {
+  grace__http_loop *hl = loop->data;
+  grace_http_server *srv = hl->srv;
+  if (atomic_load(&srv->drained))
+    return;
+  srv->uv_status = GRACE_ETIMEDOUT;
+  grace_http_server_close(srv);
 }
 
 /* ---- construction ------------------------------------------------------- */
@@ -430,12 +461,16 @@ int grace_http_server_on_shutdown(grace_http_server *srv, grace_http_cb fn,
   return 0;
 }
 
-int grace_http_server_start(grace_http_server *srv) {
+/* Starts on loop threads of our own, or on |uv| (embedded). */
+static int start_on(grace_http_server *srv, uv_loop_t *uv) {
   static const grace__loop_callbacks cbs = {
       .on_events = on_events,
       .on_expire = on_expire,
       .on_open = on_open,
       .on_stop = on_stop,
+      .on_close = on_close,
+      .on_closed = on_closed,
+      .on_deadline = on_deadline,
   };
   int rv;
 
@@ -443,6 +478,8 @@ int grace_http_server_start(grace_http_server *srv) {
     return GRACE_EINVAL;
   if (srv->nlisteners == 0 || atomic_load(&srv->started))
     return GRACE_ESTATE;
+  if (uv != NULL)
+    srv->opts.loops = 1;
   srv->listeners = calloc(srv->nlisteners, sizeof(*srv->listeners));
   if (srv->listeners == NULL)
     return GRACE_ENOMEM;
@@ -456,8 +493,11 @@ int grace_http_server_start(grace_http_server *srv) {
   rv = grace__loopset_init(&srv->set, srv->opts.loops, &cbs, srv);
   if (rv != 0)
     goto fail;
-  rv = grace__loopset_start(&srv->set);
+  rv = uv != NULL ? grace__loopset_start_on(&srv->set, uv)
+                  : grace__loopset_start(&srv->set);
   if (rv != 0) {
+    if (srv->set.live)
+      return rv; /* handles closing on |uv|: free after it ran */
     grace__loopset_free(&srv->set);
     goto fail;
   }
@@ -475,6 +515,21 @@ fail:
   return rv;
 }
 
+int grace_http_server_start(grace_http_server *srv) {
+  return start_on(srv, NULL);
+}
+
+int grace_http_server_start_uv(grace_http_server *srv, uv_loop_t *loop) {
+  if (loop == NULL)
+    return GRACE_EINVAL;
+  return start_on(srv, loop);
+}
+
+int grace__http_server_on_loop(grace_http_server *srv) {
+  return atomic_load(&srv->started) &&
+         grace__loopset_current(&srv->set) != NULL;
+}
+
 /* ---- shutdown and close ------------------------------------------------- */
 
 int grace_http_server_shutdown_begin(grace_http_server *srv,
@@ -483,6 +538,10 @@ int grace_http_server_shutdown_begin(grace_http_server *srv,
     return GRACE_EINVAL;
   if (!atomic_load(&srv->started))
     return GRACE_ESTATE;
+  /* Loop 0 closes the listeners, which this waits for. */
+  if (!srv->set.external &&
+      grace__loopset_current(&srv->set) == &srv->set.loops[0])
+    return GRACE_EDEADLK;
   pthread_mutex_lock(&srv->lock);
   if (atomic_load(&srv->shutdown)) {
     pthread_mutex_unlock(&srv->lock);
@@ -498,7 +557,7 @@ int grace_http_server_shutdown_begin(grace_http_server *srv,
 
   grace_ctx_cancel(srv->shutdown_ctx);
   for (unsigned i = 0; i < srv->set.n; i++)
-    grace__loop_raise(&srv->set.loops[i], GRACE__EV_SHUTDOWN);
+    grace__loop_deliver(&srv->set.loops[i], GRACE__EV_SHUTDOWN);
 
   /* Like Go, Shutdown returns to its caller only once the listeners are
    * closed: from here on a new connection is refused. */
@@ -518,6 +577,8 @@ int grace_http_server_shutdown_begin(grace_http_server *srv,
 }
 
 int grace_http_server_shutdown(grace_http_server *srv, grace_ctx *ctx) {
+  if (srv != NULL && grace__http_server_on_loop(srv))
+    return GRACE_EDEADLK; /* it would wait for the loop it stops */
   int rv = grace_http_server_shutdown_begin(srv, NULL, NULL);
   if (rv != 0 && rv != GRACE_ESHUTDOWN)
     return rv;
@@ -549,9 +610,42 @@ int grace_http_server_drained_fd(grace_http_server *srv) {
   return srv->drained_fd;
 }
 
+int grace_http_server_shutdown_uv(grace_http_server *srv,
+                                  grace_duration timeout,
+                                  grace_http_stop_cb done, void *data) {
+  if (srv == NULL || timeout < 0)
+    return GRACE_EINVAL;
+  if (!atomic_load(&srv->started) || !srv->set.external ||
+      !grace__loop_is_current(&srv->set.loops[0]))
+    return GRACE_ESTATE;
+  if (srv->uv_stop_asked)
+    return GRACE_ESHUTDOWN;
+  int rv = grace_http_server_shutdown_begin(srv, NULL, NULL);
+  if (rv != 0 && rv != GRACE_ESHUTDOWN)
+    return rv;
+  srv->uv_stop_asked = 1;
+  srv->uv_status = 0;
+  srv->uv_done = done;
+  srv->uv_done_data = data;
+  /* Drained already (nothing was open, or a close came first), or later
+   * from the last connection's close. */
+  maybe_drained(srv);
+  if (atomic_load(&srv->drained))
+    grace__loopset_stop(&srv->set);
+  else if (timeout > 0)
+    grace__loop_deadline(&srv->set.loops[0],
+                         (uint64_t)((timeout + GRACE_MILLISECOND - 1) /
+                                    GRACE_MILLISECOND));
+  return 0;
+}
+
 int grace_http_server_close(grace_http_server *srv) {
-  if (srv == NULL || !atomic_load(&srv->started))
+  if (srv == NULL || !atomic_load(&srv->started) ||
+      atomic_load(&srv->uv_stopped))
     return 0;
+  /* Every loop acknowledges the close, which this waits for. */
+  if (!srv->set.external && grace__loopset_current(&srv->set) != NULL)
+    return GRACE_EDEADLK;
   if (atomic_exchange(&srv->closed, 1))
     return 0;
   grace_ctx_cancel(srv->shutdown_ctx);
@@ -561,7 +655,7 @@ int grace_http_server_close(grace_http_server *srv) {
   srv->cut = 0;
   pthread_mutex_unlock(&srv->lock);
   for (unsigned i = 0; i < srv->set.n; i++)
-    grace__loop_raise(&srv->set.loops[i], GRACE__EV_CLOSE);
+    grace__loop_deliver(&srv->set.loops[i], GRACE__EV_CLOSE);
   pthread_mutex_lock(&srv->lock);
   while (srv->loops_acked < srv->set.n)
     pthread_cond_wait(&srv->cond, &srv->lock);
@@ -573,11 +667,20 @@ int grace_http_server_close(grace_http_server *srv) {
 void grace_http_server_free(grace_http_server *srv) {
   if (srv == NULL)
     return;
-  if (atomic_load(&srv->started)) {
+  if (srv->set.external && srv->set.live) {
+    /* Its handles are on the caller's loop, which would run them after
+     * the free; nothing here can wait for that loop. */
+    fprintf(stderr, "grace_http_server_free: the server is still running "
+                    "on the caller's loop; free it once the callback of "
+                    "grace_http_server_shutdown_uv has run\n");
+    abort();
+  }
+  if (atomic_load(&srv->started) && !srv->set.external) {
     grace_http_server_close(srv);
     grace__loopset_stop(&srv->set);
-    grace__loopset_free(&srv->set);
   }
+  if (srv->set.loops != NULL)
+    grace__loopset_free(&srv->set);
   for (unsigned i = 0; i < srv->nlisteners; i++)
     if (srv->listen_fds[i] >= 0)
       close(srv->listen_fds[i]);
