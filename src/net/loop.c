@@ -90,7 +90,9 @@ static void close_walk_cb(uv_handle_t *handle, void *arg) {
 
 static void *loop_thread(void *arg) {
   grace__loop *loop = arg;
-  loop->self = pthread_self();
+  /* Atomic: any thread may ask whether it is this loop's (the blocking
+   * calls refuse there). */
+  __atomic_store_n(&loop->self, pthread_self(), __ATOMIC_RELEASE);
   if (loop->set->cb.on_start)
     loop->set->cb.on_start(loop);
   uv_run(loop->uv, UV_RUN_DEFAULT);
@@ -215,7 +217,7 @@ int grace__loopset_start_on(grace__loopset *set, uv_loop_t *uv) {
     return rv; /* nothing of ours is open on |uv| */
   set->live = 1;
   set->started = 1;
-  loop->self = pthread_self();
+  __atomic_store_n(&loop->self, pthread_self(), __ATOMIC_RELEASE);
   if (set->cb.on_open != NULL) {
     rv = set->cb.on_open(loop);
     if (rv != 0) {
@@ -290,7 +292,8 @@ void grace__loop_post(grace__loop *loop, grace__post *post) {
 }
 
 int grace__loop_is_current(const grace__loop *loop) {
-  return pthread_equal(loop->self, pthread_self());
+  return pthread_equal(__atomic_load_n(&loop->self, __ATOMIC_ACQUIRE),
+                       pthread_self());
 }
 
 static void on_async(uv_async_t *handle) {

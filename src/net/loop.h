@@ -76,7 +76,7 @@ struct grace__loop {
   grace__loopset *set;
   unsigned index;
   pthread_t thread;
-  pthread_t self; /* set by the loop thread itself */
+  pthread_t self; /* set by the loop thread itself (__atomic builtins) */
   uv_async_t async;
   uv_timer_t timer;
   uint64_t timer_due; /* deadline the timer is armed for, 0 if stopped */
