@@ -185,7 +185,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   data += steps * 2;
   size -= steps * 2;
 
-  grace__conn *c = grace__conn_new_mem(&srv->reg, &grace__h1_idle_proto, srv,
+  grace__conn *c = grace__conn_new_mem(&srv->sv.reg, &grace__h1_idle_proto, srv,
                                        (mode & 4) ? 64 : SIZE_MAX);
   if (c == NULL)
     return 0;
@@ -212,7 +212,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   while (nheld > 0)
     answer(held[--nheld]);
   npaused = 0;
-  if (atomic_load(&srv->reg.nconns) != 0 ||
+  if (atomic_load(&srv->sv.reg.nconns) != 0 ||
       atomic_load(&srv->st_inflight) != 0) {
     fprintf(stderr, "a connection or a request was never released\n");
     abort();

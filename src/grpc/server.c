@@ -1293,9 +1293,9 @@ int grace_grpc_server_graceful_stop_uv(grace_grpc_server *srv,
     return GRACE_EINVAL;
   /* The checks of grace_http_server_shutdown_uv, before anything moves. */
   if (!srv->started || !grace__http_server_on_loop(srv->http) ||
-      !srv->http->set.external)
+      !srv->http->sv.set.external)
     return GRACE_ESTATE;
-  if (srv->http->uv_stop_asked)
+  if (srv->http->sv.uv_stop_asked)
     return GRACE_ESHUTDOWN;
   int rv = grace_grpc_server_graceful_stop_begin(srv, NULL, NULL);
   if (rv != 0 && rv != GRACE_ESHUTDOWN)

@@ -78,10 +78,9 @@ static h1 *h1_wake(grace__conn *c, grace_http_server *srv) {
   h1 *h = calloc(1, sizeof(*h));
   if (h == NULL)
     return NULL;
-  grace__loop *loop = grace__conn_get_loop(c);
   h->conn = c;
   h->srv = srv;
-  h->hl = loop != NULL ? loop->data : NULL;
+  h->hl = grace__http_loop_of(c);
   if (c->state != GRACE__CS_NEW) {
     h->sniffed = 1;
     h->seen_bytes = 1;
@@ -215,8 +214,7 @@ static int input_pending(const h1 *h) {
 static int drain_stage_of(grace__conn *c, grace_http_server *srv) {
   if (!grace__conn_shutting_down(c))
     return GRACE__DRAIN_NONE;
-  grace__loop *loop = grace__conn_get_loop(c);
-  return grace__http_drain_stage(srv, loop != NULL ? loop->data : NULL, c->id);
+  return grace__http_drain_stage(srv, grace__http_loop_of(c), c->id);
 }
 
 static int drain_stage(const h1 *h) { return drain_stage_of(h->conn, h->srv); }

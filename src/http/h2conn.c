@@ -321,7 +321,7 @@ static void on_stream_close(grace__h2_stream *s, uint32_t error_code,
   req->stream = NULL;
   if (req->streaming) {
     const grace__stream_hooks *hooks = &h->srv->stream_hooks;
-    atomic_fetch_add(&h->srv->reg.cut, 1);
+    atomic_fetch_add(&h->srv->sv.reg.cut, 1);
     hooks->on_cancel(req, hooks->data);
     return;
   }

@@ -31,10 +31,7 @@
 #include "net/conn.h"
 #include "net/listener.h"
 #include "net/loop.h"
-
-/* Event bits raised on loops. */
-#define GRACE__EV_SHUTDOWN 0x1u
-#define GRACE__EV_CLOSE 0x2u
+#include "net/server.h"
 
 /* How long an HTTP/2 connection waits for the PING ack of its first GOAWAY
  * before it sends the final one (h2o waits 1 s, grpc-go 5 s). */
@@ -68,29 +65,21 @@ typedef struct grace__dbuf {
   uint32_t len, cap;
 } grace__dbuf;
 
-/* Per-loop state of a server. */
+/* Per-loop state of a server: the shared layer's, and the Date cache. */
 typedef struct grace__http_loop {
-  grace_http_server *srv;
-  grace__conn_loop cl;
+  grace__server_loop base;
   char date[40]; /* cached Date header value */
   int64_t date_sec;
-  /* The end of the close spread's window on this loop (one timer for
-   * every connection); spread_over once it fired. */
-  uv_timer_t spread_timer;
-  uint8_t spread_over;
 } grace__http_loop;
 
-/* Where a graceful shutdown stands for one HTTP/1.1 connection
- * (grace__http_drain_stage). */
-enum {
-  GRACE__DRAIN_NONE = 0, /* none began, or the close spread has not reached
-                          * the connection yet: answers keep it alive */
-  GRACE__DRAIN_DUE,      /* its moment in the close spread passed: its next
-                          * answer carries Connection: close, but idle it
-                          * stays open */
-  GRACE__DRAIN_NOW       /* draining (no spread, or its window is over):
-                          * idle, it is closed at once */
-};
+/* The HTTP state of the loop |c| lives on, or NULL (a memory
+ * connection). */
+static inline grace__http_loop *grace__http_loop_of(const grace__conn *c) {
+  grace__loop *loop = grace__conn_get_loop(c);
+  return loop != NULL && loop->data != NULL
+             ? grace__container_of(loop->data, grace__http_loop, base)
+             : NULL;
+}
 
 typedef struct grace__wait_write grace__wait_write;
 
@@ -176,52 +165,22 @@ struct grace_http_request {
 };
 
 struct grace_http_server {
+  grace__server sv; /* listeners, loops, shutdown, drain, close */
   grace_http_options opts;
-  grace__loopset set;
   grace__http_loop *hls;
-  grace__conn_reg reg;
   grace__http_route *routes;
   size_t nroutes;
-  grace__http_hook *hooks;
+  grace__http_hook *hooks; /* under sv.lock */
   size_t nhooks;
-  int *listen_fds;            /* before start */
-  grace__listener *listeners; /* after start, owned by loop 0 */
-  unsigned nlisteners;
-  int *ports;
-  atomic_uint next_loop;
-  atomic_uint_fast64_t next_id;
-  atomic_int started;
-  atomic_int shutdown;
-  atomic_int listeners_closed;
-  atomic_int drained;
-  atomic_int closed;
-  /* The close spread (opts.close_spread, raised by
-   * grace_http_server_set_close_spread until shutdown begins), and the
-   * window the shutdown opened: spread_len long from spread_begin (server
-   * clock); written before the loops learn of the shutdown, read only
-   * after it. */
-  _Atomic grace_duration close_spread;
-  int64_t spread_begin;
-  grace_duration spread_len;
-  grace__clock clock; /* grace_now unless a test installs one */
   grace_ctx *shutdown_ctx;
   grace_ctx *force_ctx;
-  int drained_fd;
   grace__stream_hooks stream_hooks; /* on_start NULL: none */
   size_t h2_send_buffer;            /* per stream; 0: h2.c's default */
   grace_http_cb drained_cb;
   void *drained_data;
-  pthread_mutex_t lock;
-  pthread_cond_t cond;
-  unsigned loops_acked; /* loops that finished an EV_CLOSE */
-  int cut;
-  /* Embedded mode (grace/uv.h), on the loop thread: the stop asked by
-   * grace_http_server_shutdown_uv and how it ended. */
-  int uv_stop_asked;
-  int uv_status;
+  /* Embedded mode: what grace_http_server_shutdown_uv reports to. */
   void (*uv_done)(grace_http_server *srv, int status, int cut, void *data);
   void *uv_done_data;
-  atomic_int uv_stopped; /* every handle of ours closed */
   /* stats */
   atomic_uint_fast64_t st_requests, st_inflight;
 };

@@ -105,7 +105,7 @@ void grace__req_done(grace_http_request *req) {
 void grace__req_cancel(grace_http_request *req) {
   if (atomic_exchange(&req->cancelled, 1))
     return;
-  atomic_fetch_add(&req->srv->reg.cut, 1);
+  atomic_fetch_add(&req->srv->sv.reg.cut, 1);
   grace__req_fail_wait(req);
   grace_ctx *ctx = atomic_load(&req->ctx);
   if (ctx != NULL)

@@ -48,7 +48,7 @@ static void idle_now(grace_tcp_conn *t, int min) {
   if (!has(t, GRACE__TC_OPENED) || has(t, GRACE__TC_KEEP))
     return;
   if (grace__tcp_drain_stage(t) >= min) {
-    if (min == GRACE__TCP_DRAIN_NOW)
+    if (min == GRACE__DRAIN_NOW)
       atomic_fetch_add(&c->reg->idle_closed, 1);
     grace__conn_end(c, 1);
   }
@@ -71,7 +71,7 @@ static void settle(grace_tcp_conn *t) {
   }
   arm_read(t, c->rlen);
   if (c->rlen == 0)
-    idle_now(t, GRACE__TCP_DRAIN_DUE);
+    idle_now(t, GRACE__DRAIN_DUE);
 }
 
 /* ---- the protocol table ---------------------------------------------------
@@ -99,7 +99,7 @@ static ssize_t tcp_on_read(grace__conn *c, const uint8_t *p, size_t n) {
     return (ssize_t)took;
   arm_read(t, n - took);
   if (took == n)
-    idle_now(t, GRACE__TCP_DRAIN_DUE);
+    idle_now(t, GRACE__DRAIN_DUE);
   return (ssize_t)took;
 }
 
@@ -148,7 +148,7 @@ static void shutdown_now(grace_tcp_conn *t) {
     t->flags |= GRACE__TC_KEEP;
   if (grace__conn_closing(c) || has(t, GRACE__TC_KEEP | GRACE__TC_BUSY))
     return;
-  if (grace__tcp_drain_stage(t) != GRACE__TCP_DRAIN_NOW)
+  if (grace__tcp_drain_stage(t) != GRACE__DRAIN_NOW)
     return; /* a close spread: its moment, or the window's end, decides */
   /* Idle: serve what it has already sent (a command that arrived just
    * before is answered), then close unless that made it busy or left a
@@ -158,7 +158,7 @@ static void shutdown_now(grace_tcp_conn *t) {
   else
     grace__conn_read_now(c);
   if (!grace__conn_closing(c) && c->rlen == 0)
-    idle_now(t, GRACE__TCP_DRAIN_NOW);
+    idle_now(t, GRACE__DRAIN_NOW);
 }
 
 static void tcp_on_shutdown(grace__conn *c) {
@@ -178,7 +178,7 @@ void grace__tcp_spread_over(grace__conn *c) {
       !grace__conn_shutting_down(c) || !has(t, GRACE__TC_OPENED) ||
       c->rlen > 0)
     return;
-  idle_now(t, GRACE__TCP_DRAIN_NOW);
+  idle_now(t, GRACE__DRAIN_NOW);
 }
 
 static unsigned tcp_on_force(grace__conn *c) {
@@ -210,13 +210,13 @@ static void tcp_on_close(grace__conn *c) {
    * its own calls (a write that met a reset), so that it may free its
    * state in on_close.  A force (close_all, from the loop's own event)
    * and a memory connection call it at once. */
-  if (t->tl == NULL || t->tl->cl.closing) {
+  if (t->tl == NULL || t->tl->base.cl.closing) {
     run_on_close(t);
     return;
   }
   grace__conn_ref(c);
   t->close_post.fn = on_close_post;
-  grace__loop_post(t->tl->cl.loop, &t->close_post);
+  grace__loop_post(t->tl->base.cl.loop, &t->close_post);
 }
 
 static void tcp_on_free(grace__conn *c) { free(c->pdata); }
@@ -268,7 +268,7 @@ void grace__tcp_conn_open(grace_tcp_conn *t) {
 }
 
 grace__conn *grace__tcp_mem_conn(grace_tcp_server *srv, size_t room) {
-  grace__conn *c = grace__conn_new_mem(&srv->reg, &grace__tcp_proto, NULL,
+  grace__conn *c = grace__conn_new_mem(&srv->sv.reg, &grace__tcp_proto, NULL,
                                        room);
   if (c == NULL)
     return NULL;
@@ -277,7 +277,7 @@ grace__conn *grace__tcp_mem_conn(grace_tcp_server *srv, size_t room) {
     grace__conn_mem_free(c);
     return NULL;
   }
-  c->id = atomic_fetch_add(&srv->next_id, 1) + 1;
+  c->id = atomic_fetch_add(&srv->sv.next_id, 1) + 1;
   c->rmax = srv->opts.max_input;
   grace__conn_set_proto(c, &grace__tcp_proto, t);
   grace__tcp_conn_open(t);
@@ -415,7 +415,7 @@ int grace_tcp_conn_post(grace_tcp_conn *conn, grace_tcp_post_cb fn,
     return GRACE_EINVAL;
   /* The loop pointer was set when the connection started and never
    * changes; the hold keeps the struct. */
-  grace__loop *loop = conn->tl != NULL ? conn->tl->cl.loop : NULL;
+  grace__loop *loop = conn->tl != NULL ? conn->tl->base.cl.loop : NULL;
   if (loop == NULL)
     return GRACE_ESTATE;
   tcp_post *tp = malloc(sizeof(*tp));

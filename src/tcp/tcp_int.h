@@ -21,63 +21,27 @@
 #include "net/conn.h"
 #include "net/listener.h"
 #include "net/loop.h"
+#include "net/server.h"
 
-/* Event bits raised on the loops. */
-#define GRACE__TCP_EV_SHUTDOWN 0x1u
-#define GRACE__TCP_EV_CLOSE 0x2u
-
-/* Per-loop state. */
+/* Per-loop state: the shared layer's. */
 typedef struct grace__tcp_loop {
-  grace_tcp_server *srv;
-  grace__conn_loop cl;
-  /* The end of the close spread's window on this loop; spread_over once
-   * it fired. */
-  uv_timer_t spread_timer;
-  uint8_t spread_over;
+  grace__server_loop base;
 } grace__tcp_loop;
 
-/* Where a graceful shutdown stands for one connection. */
-enum {
-  GRACE__TCP_DRAIN_NONE = 0, /* none began, or the close spread has not
-                              * reached the connection yet */
-  GRACE__TCP_DRAIN_DUE,      /* its moment passed: closed the next time it
-                              * turns idle after a command */
-  GRACE__TCP_DRAIN_NOW       /* no spread, or its window is over: closed
-                              * as soon as it is idle */
-};
+/* Where a graceful shutdown stands for one connection: GRACE__DRAIN_NONE
+ * (none began, or the close spread has not reached it yet), _DUE (its
+ * moment passed: closed the next time it turns idle after a command),
+ * _NOW (no spread, or its window is over: closed as soon as it is idle). */
 
 struct grace_tcp_server {
+  grace__server sv; /* listeners, loops, shutdown, drain, close */
   grace_tcp_options opts;
   grace_tcp_callbacks cb;
   void *data;
-  grace__conn_reg reg;
-  grace__loopset set;
   grace__tcp_loop *tls;
-  grace__listener *listeners;
-  int *listen_fds; /* -1 once a listener owns it */
-  int *ports;
-  unsigned nlisteners;
-  atomic_uint next_loop;
-  atomic_uint_fast64_t next_id;
   atomic_uint_fast64_t st_busy_total;
-  atomic_int started;
-  atomic_int shutdown;
-  atomic_int listeners_closed;
-  atomic_int drained;
-  atomic_int closed;
-  /* The close spread: the option, raised by set_close_spread; fixed in
-   * spread_len when the shutdown begins. */
-  _Atomic grace_duration close_spread;
-  grace_duration spread_len;
-  int64_t spread_begin;
-  grace__clock clock; /* .now NULL: grace_now */
   grace_tcp_cb drained_cb;
   void *drained_data;
-  int drained_fd;
-  pthread_mutex_t lock;
-  pthread_cond_t cond;
-  unsigned loops_acked; /* under lock: loops done with a close */
-  int cut;              /* under lock: what the close cut */
 };
 
 /* Connection flags (grace_tcp_conn.flags). */
@@ -115,7 +79,7 @@ void grace__tcp_conn_open(grace_tcp_conn *t);
 /* The window of the close spread is over on a loop: closes |c| if idle. */
 void grace__tcp_spread_over(grace__conn *c);
 
-/* Where the shutdown stands for |t| (GRACE__TCP_DRAIN_*). */
+/* Where the shutdown stands for |t| (GRACE__DRAIN_*). */
 int grace__tcp_drain_stage(const grace_tcp_conn *t);
 
 /* Where in the close spread connection |id| gets its moment. */

@@ -137,7 +137,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
   (void)state;
   /* Every connection and every request was released. */
-  assert_int_equal(atomic_load(&srv->reg.nconns), 0);
+  assert_int_equal(atomic_load(&srv->sv.reg.nconns), 0);
   assert_int_equal(atomic_load(&srv->st_inflight), 0);
   grace_http_server_free(srv);
   srv = NULL;
@@ -149,7 +149,7 @@ static int teardown(void **state) {
 
 static grace__conn *open_conn(size_t room) {
   grace__conn *c =
-      grace__conn_new_mem(&srv->reg, &grace__h1_idle_proto, srv, room);
+      grace__conn_new_mem(&srv->sv.reg, &grace__h1_idle_proto, srv, room);
   assert_non_null(c);
   return c;
 }
@@ -601,7 +601,7 @@ static void shutdown_ends_an_idle_connection(void **state) {
   grace__conn_shutdown(c);
   assert_true(is_closed(c));
   grace__conn_mem_free(c);
-  assert_int_equal(atomic_load(&srv->reg.idle_closed), 2);
+  assert_int_equal(atomic_load(&srv->sv.reg.idle_closed), 2);
 }
 
 static void shutdown_answers_a_held_request_with_close(void **state) {
@@ -628,12 +628,12 @@ static void force_cuts_a_held_request_and_cancels_it(void **state) {
   grace__conn *c = open_conn(SIZE_MAX);
   send_str(c, GET("/held"));
   assert_int_equal(nheld, 1);
-  uint64_t cut = atomic_load(&srv->reg.cut);
+  uint64_t cut = atomic_load(&srv->sv.reg.cut);
   assert_int_equal(grace__conn_force(c), 1);
   assert_int_equal(cancels, 1); /* the callback abandoned it */
   assert_int_equal(nheld, 0);
   assert_true(is_closed(c));
-  assert_int_equal(atomic_load(&srv->reg.cut), cut + 1);
+  assert_int_equal(atomic_load(&srv->sv.reg.cut), cut + 1);
   grace__conn_mem_output(c, &len);
   assert_int_equal(len, 0); /* no answer was written */
   grace__conn_mem_free(c);
@@ -696,9 +696,9 @@ close_spread_option_defaults_to_0_and_refuses_negative(void **state) {
   assert_int_equal(grace_http_server_new(&opts, &other), 0);
   /* The internal setter only raises it. */
   grace_http_server_set_close_spread(other, GRACE_SECOND);
-  assert_int_equal(atomic_load(&other->close_spread), 2 * GRACE_SECOND);
+  assert_int_equal(atomic_load(&other->sv.close_spread), 2 * GRACE_SECOND);
   grace_http_server_set_close_spread(other, 3 * GRACE_SECOND);
-  assert_int_equal(atomic_load(&other->close_spread), 3 * GRACE_SECOND);
+  assert_int_equal(atomic_load(&other->sv.close_spread), 3 * GRACE_SECOND);
   grace_http_server_free(other);
 }
 
@@ -751,7 +751,7 @@ close_spread_keeps_an_idle_connection_alive_until_its_moment(void **state) {
   assert_memory_equal(a.body, "GET /after ", a.blen);
   assert_non_null(strstr(a.head, "\r\nConnection: close\r\n"));
   assert_true(is_closed(c));
-  assert_int_equal(atomic_load(&srv->reg.idle_closed), 0);
+  assert_int_equal(atomic_load(&srv->sv.reg.idle_closed), 0);
   assert_int_equal(handled, 3);
   grace__conn_mem_free(c);
   fc_destroy(&fclock);
@@ -786,7 +786,7 @@ close_spread_closes_idle_connections_when_the_window_ends(void **state) {
   size_t len;
   grace__conn_mem_output(idle, &len);
   assert_int_equal(len, 0); /* closed without another byte */
-  assert_int_equal(atomic_load(&srv->reg.idle_closed), 2);
+  assert_int_equal(atomic_load(&srv->sv.reg.idle_closed), 2);
   grace__conn_mem_free(idle);
   grace__conn_mem_free(fresh);
   fc_destroy(&fclock);
@@ -882,7 +882,7 @@ static void no_close_spread_keeps_the_shutdown_at_once(void **state) {
   grace__http_spread_begin(srv);
   grace__conn_shutdown(c);
   assert_true(is_closed(c));
-  assert_int_equal(atomic_load(&srv->reg.idle_closed), 1);
+  assert_int_equal(atomic_load(&srv->sv.reg.idle_closed), 1);
   grace__conn_mem_free(c);
 }
 
