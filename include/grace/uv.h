@@ -26,10 +26,11 @@
  * HTTP/2 and gRPC connections drain through GOAWAY.  Because the caller's
  * thread is the one that runs the loop, waiting there would stop the very
  * loop that has to do the work: the blocking forms (grace_http_server_shutdown,
- * grace_grpc_server_graceful_stop) return
+ * grace_grpc_server_graceful_stop, grace_tcp_server_shutdown) return
  * GRACE_EDEADLK when called on a server's own loop thread, in either
  * mode.  On that thread grace_http_server_shutdown_begin,
- * grace_http_server_close and grace_grpc_server_stop do not wait in
+ * grace_http_server_close, grace_grpc_server_stop and their TCP
+ * counterparts (grace/tcp.h) do not wait in
  * embedded mode: they act at once.  From any other thread every call
  * works as in the threaded mode (it waits for the loop to act), and
  * handlers may answer from other threads: their answers reach the loop
@@ -44,6 +45,7 @@
 #include "grace/error.h"
 #include "grace/grpc.h"
 #include "grace/http.h"
+#include "grace/tcp.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -60,6 +62,8 @@ typedef void (*grace_http_stop_cb)(grace_http_server *srv, int status, int cut,
                                    void *data);
 typedef void (*grace_grpc_stop_cb)(grace_grpc_server *srv, int status, int cut,
                                    void *data);
+typedef void (*grace_tcp_stop_cb)(grace_tcp_server *srv, int status, int cut,
+                                  void *data);
 
 /*
  * Starts |srv| on |loop|, the caller's libuv loop, instead of loop threads
@@ -116,6 +120,25 @@ GRACE_EXTERN int grace_grpc_server_graceful_stop_uv(grace_grpc_server *srv,
                                                     grace_duration timeout,
                                                     grace_grpc_stop_cb done,
                                                     void *data);
+
+/* grace_http_server_start_uv for the caller's own TCP protocol
+ * (grace/tcp.h; same contract, grace_tcp_options.loops is ignored). */
+GRACE_EXTERN int grace_tcp_server_start_uv(grace_tcp_server *srv,
+                                           uv_loop_t *loop);
+
+/*
+ * grace_http_server_shutdown_uv for a TCP server started with
+ * grace_tcp_server_start_uv: listeners close at once, every connection is
+ * asked to drain (its on_shutdown, idle ones closed, the close spread
+ * honoured), and |done| runs on the loop once every connection has closed
+ * and every handle of the server with it; with |timeout| > 0 what is left
+ * then is cut as grace_tcp_server_close cuts it (GRACE_ETIMEDOUT, and the
+ * number of connections cut).  Returns as grace_http_server_shutdown_uv.
+ */
+GRACE_EXTERN int grace_tcp_server_shutdown_uv(grace_tcp_server *srv,
+                                              grace_duration timeout,
+                                              grace_tcp_stop_cb done,
+                                              void *data);
 
 #ifdef __cplusplus
 }

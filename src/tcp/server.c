@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grace/uv.h"
 #include "tcp/tcp_int.h"
 
 void grace_tcp_options_init(grace_tcp_options *opts) {
@@ -95,6 +96,12 @@ static void on_drained(grace__server *sv) {
     srv->drained_cb(srv, srv->drained_data);
 }
 
+static void stopped(grace__server *sv, int status, int cut) {
+  grace_tcp_server *srv = SRV(sv);
+  if (srv->uv_done != NULL)
+    srv->uv_done(srv, status, cut, srv->uv_done_data);
+}
+
 static const grace__server_ops ops = {
     .proto = &grace__tcp_proto,
     .loop_at = loop_at,
@@ -102,6 +109,7 @@ static const grace__server_ops ops = {
     .adopt = adopt,
     .spread_over = grace__tcp_spread_over,
     .drained = on_drained,
+    .stopped = stopped,
 };
 
 /* ---- construction -------------------------------------------------------
@@ -183,6 +191,12 @@ int grace_tcp_server_start(grace_tcp_server *srv) {
   return grace__server_start(&srv->sv, NULL);
 }
 
+int grace_tcp_server_start_uv(grace_tcp_server *srv, uv_loop_t *loop) {
+  if (srv == NULL || loop == NULL)
+    return GRACE_EINVAL;
+  return grace__server_start(&srv->sv, loop);
+}
+
 /* ---- shutdown and close -------------------------------------------------
  */
 
@@ -213,6 +227,25 @@ int grace_tcp_server_shutdown(grace_tcp_server *srv, grace_ctx *ctx) {
   if (rv != 0 && rv != GRACE_ESHUTDOWN)
     return rv;
   return grace__server_shutdown_wait(&srv->sv, ctx);
+}
+
+int grace_tcp_server_shutdown_uv(grace_tcp_server *srv, grace_duration timeout,
+                                 grace_tcp_stop_cb done, void *data) {
+  if (srv == NULL)
+    return GRACE_EINVAL;
+  begin_arg a = {NULL, NULL};
+  grace__server_begin b = {shutdown_locked, NULL, &a};
+  grace_tcp_stop_cb old = srv->uv_done;
+  void *old_data = srv->uv_done_data;
+  srv->uv_done = done; /* read on this thread only, by stopped() */
+  srv->uv_done_data = data;
+  int rv = grace__server_shutdown_uv(&srv->sv, timeout, &b);
+  if (rv < 0) {
+    srv->uv_done = old;
+    srv->uv_done_data = old_data;
+    return rv;
+  }
+  return 0;
 }
 
 int grace_tcp_server_drained_fd(grace_tcp_server *srv) {

@@ -42,6 +42,9 @@ struct grace_tcp_server {
   atomic_uint_fast64_t st_busy_total;
   grace_tcp_cb drained_cb;
   void *drained_data;
+  /* Embedded mode: what grace_tcp_server_shutdown_uv reports to. */
+  void (*uv_done)(grace_tcp_server *srv, int status, int cut, void *data);
+  void *uv_done_data;
 };
 
 /* Connection flags (grace_tcp_conn.flags). */

@@ -1,5 +1,6 @@
 /*
- * Servers on a libuv loop the caller owns (grace/uv.h): a "host" thread
+ * Servers (HTTP, gRPC, the caller's own TCP protocol) on a libuv loop the
+ * caller owns (grace/uv.h): a "host" thread
  * plays the caller (its own loop, its own async handle and periodic
  * timer, the server started on that loop), and the test thread drives
  * real client sockets against it.  Each shutdown scenario of the threaded
@@ -109,8 +110,9 @@ struct host {
   uv_async_t cmd;  /* the test thread's requests, run on the loop */
   uv_timer_t tick; /* the caller's own periodic work */
   pthread_t thread;
-  grace_http_server *http; /* one of the two */
+  grace_http_server *http; /* one of the three */
   grace_grpc_server *grpc;
+  grace_tcp_server *tcp;
   int ticks;
   int start_rv, started;
   host_fn fn; /* the pending request and its answer */
@@ -160,10 +162,18 @@ static void grpc_stopped(grace_grpc_server *srv, int status, int cut,
   host_stopped(h, status, cut);
 }
 
+static void tcp_stopped(grace_tcp_server *srv, int status, int cut,
+                        void *data) {
+  host *h = data;
+  assert_ptr_equal(srv, h->tcp);
+  host_stopped(h, status, cut);
+}
+
 static void *host_main(void *arg) {
   host *h = arg;
-  int rv = h->http != NULL ? grace_http_server_start_uv(h->http, &h->loop)
-                           : grace_grpc_server_start_uv(h->grpc, &h->loop);
+  int rv = h->http != NULL   ? grace_http_server_start_uv(h->http, &h->loop)
+           : h->grpc != NULL ? grace_grpc_server_start_uv(h->grpc, &h->loop)
+                             : grace_tcp_server_start_uv(h->tcp, &h->loop);
   STORE(&h->start_rv, rv);
   STORE(&h->started, 1);
   if (rv != 0)
@@ -548,6 +558,133 @@ static void test_grpc_force_on_the_loop(void **state) {
   grace_grpc_server_free(h.grpc);
 }
 
+/* ---- the caller's own TCP protocol --------------------------------------- */
+
+/* "PING\n" answers "PONG\n"; "HOLD\n" makes the connection busy until the
+ * test answers it from its own thread; "BUSY\n" makes it busy for ever. */
+static grace_tcp_conn *g_tcp_held;
+static int g_tcp_closed;
+
+static size_t tcp_data(grace_tcp_conn *conn, const char *p, size_t n,
+                       void *data) {
+  (void)data;
+  const char *nl = memchr(p, '\n', n);
+  if (nl == NULL)
+    return 0;
+  if (strncmp(p, "PING\n", 5) == 0) {
+    grace_tcp_conn_write(conn, "PONG\n", 5);
+  } else if (strncmp(p, "HOLD\n", 5) == 0) {
+    grace_tcp_conn_set_busy(conn, true);
+    grace_tcp_conn_hold(conn); /* released by the test's post */
+    STORE(&g_tcp_held, conn);
+  } else if (strncmp(p, "BUSY\n", 5) == 0) {
+    grace_tcp_conn_set_busy(conn, true); /* for ever */
+    STORE(&g_tcp_held, conn);
+  }
+  return (size_t)(nl - p) + 1;
+}
+
+static void tcp_close(grace_tcp_conn *conn, void *data) {
+  (void)conn;
+  (void)data;
+  STORE(&g_tcp_closed, LOAD(&g_tcp_closed) + 1);
+}
+
+/* On the loop, posted from the test thread. */
+static void tcp_answer(grace_tcp_conn *conn, void *data) {
+  (void)data;
+  if (!grace_tcp_conn_closed(conn)) {
+    grace_tcp_conn_write(conn, "DONE\n", 5);
+    grace_tcp_conn_set_busy(conn, false);
+  }
+}
+
+static void tcp_host_start(host *h) {
+  memset(h, 0, sizeof(*h));
+  STORE(&g_tcp_held, NULL);
+  STORE(&g_tcp_closed, 0);
+  grace_tcp_callbacks cb = {.on_data = tcp_data, .on_close = tcp_close};
+  assert_int_equal(grace_tcp_server_new(NULL, &cb, NULL, &h->tcp), 0);
+  assert_int_equal(grace_tcp_server_listen(h->tcp, "127.0.0.1:0"), 0);
+  host_start(h);
+}
+
+static void wait_tcp_held(void) {
+  for (int i = 0; i < 2000 && LOAD(&g_tcp_held) == NULL; i++)
+    usleep(1000);
+  assert_non_null(LOAD(&g_tcp_held));
+}
+
+static int tcp_shutdown_uv(host *h) {
+  return grace_tcp_server_shutdown_uv(h->tcp, g_timeout, tcp_stopped, h);
+}
+
+static int tcp_shutdown_blocking(host *h) {
+  return grace_tcp_server_shutdown(h->tcp, NULL);
+}
+
+static void test_tcp_busy_finished_idle_closed(void **state) {
+  (void)state;
+  host h;
+  char buf[256];
+  tcp_host_start(&h);
+  int port = grace_tcp_server_port(h.tcp, 0);
+  int idle = dial(port);
+  send_str(idle, "PING\n");
+  recv_until(idle, buf, sizeof(buf), "PONG\n", 2000);
+  assert_string_equal(buf, "PONG\n");
+  int busy = dial(port);
+  send_str(busy, "HOLD\n");
+  wait_tcp_held();
+
+  assert_int_equal(on_loop(&h, tcp_shutdown_blocking), GRACE_EDEADLK);
+  g_timeout = 0;
+  assert_int_equal(on_loop(&h, tcp_shutdown_uv), 0);
+  assert_int_equal(dial(port), -ECONNREFUSED);
+  assert_true(peer_closed(idle, 200));
+  close(idle);
+  usleep(50000);
+  assert_int_equal(LOAD(&h.done_calls), 0);
+
+  /* Answered through the loop's async handle, from this thread. */
+  assert_int_equal(grace_tcp_conn_post(LOAD(&g_tcp_held), tcp_answer, NULL),
+                   0);
+  recv_until(busy, buf, sizeof(buf), "DONE\n", 2000);
+  assert_string_equal(buf, "DONE\n");
+  assert_true(peer_closed(busy, 1000));
+  close(busy);
+  assert_int_equal(wait_set(&h.done_calls, 2000), 1);
+  assert_int_equal(LOAD(&h.status), 0);
+  assert_int_equal(LOAD(&h.cut), 0);
+  assert_int_equal(LOAD(&g_tcp_closed), 2);
+  host_join(&h);
+  grace_tcp_server_free(h.tcp);
+}
+
+static void test_tcp_deadline_cuts_busy_connection(void **state) {
+  (void)state;
+  host h;
+  tcp_host_start(&h);
+  int busy = dial(grace_tcp_server_port(h.tcp, 0));
+  send_str(busy, "BUSY\n");
+  wait_tcp_held();
+  g_timeout = 100 * GRACE_MILLISECOND;
+  int64_t t0 = now_ms();
+  assert_int_equal(on_loop(&h, tcp_shutdown_uv), 0);
+  assert_int_equal(wait_set(&h.done_calls, 3000), 1);
+  int64_t dt = LOAD(&h.done_at) - t0;
+  assert_true(dt >= 90 && dt < 1500);
+  assert_int_equal(LOAD(&h.status), GRACE_ETIMEDOUT);
+  assert_int_equal(LOAD(&h.cut), 1);
+  assert_true(peer_closed(busy, 1000));
+  close(busy);
+  host_join(&h);
+  grace_tcp_stats st;
+  grace_tcp_server_stats(h.tcp, &st);
+  assert_int_equal(st.conns_cut, 1);
+  grace_tcp_server_free(h.tcp);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_http_inflight_finished_idle_closed),
@@ -557,6 +694,8 @@ int main(void) {
       cmocka_unit_test(test_grpc_inflight_call_finished),
       cmocka_unit_test(test_grpc_deadline_cuts_call),
       cmocka_unit_test(test_grpc_force_on_the_loop),
+      cmocka_unit_test(test_tcp_busy_finished_idle_closed),
+      cmocka_unit_test(test_tcp_deadline_cuts_busy_connection),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
