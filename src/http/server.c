@@ -343,16 +343,11 @@ int grace_http_server_shutdown_uv(grace_http_server *srv,
     return GRACE_EINVAL;
   begin_arg a = {NULL, NULL};
   grace__server_begin b = {shutdown_locked, shutdown_begun, &a};
-  grace_http_stop_cb old = srv->uv_done;
-  void *old_data = srv->uv_done_data;
-  srv->uv_done = done; /* read on this thread only, by stopped() */
-  srv->uv_done_data = data;
   int rv = grace__server_shutdown_uv(&srv->sv, timeout, &b);
-  if (rv < 0) {
-    srv->uv_done = old;
-    srv->uv_done_data = old_data;
+  if (rv < 0)
     return rv;
-  }
+  srv->uv_done = done; /* for stopped(), on a later turn of the loop */
+  srv->uv_done_data = data;
   if (rv == 0)
     run_hooks(srv);
   return 0;

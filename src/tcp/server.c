@@ -235,16 +235,11 @@ int grace_tcp_server_shutdown_uv(grace_tcp_server *srv, grace_duration timeout,
     return GRACE_EINVAL;
   begin_arg a = {NULL, NULL};
   grace__server_begin b = {shutdown_locked, NULL, &a};
-  grace_tcp_stop_cb old = srv->uv_done;
-  void *old_data = srv->uv_done_data;
-  srv->uv_done = done; /* read on this thread only, by stopped() */
-  srv->uv_done_data = data;
   int rv = grace__server_shutdown_uv(&srv->sv, timeout, &b);
-  if (rv < 0) {
-    srv->uv_done = old;
-    srv->uv_done_data = old_data;
+  if (rv < 0)
     return rv;
-  }
+  srv->uv_done = done; /* for stopped(), on a later turn of the loop */
+  srv->uv_done_data = data;
   return 0;
 }
 

@@ -33,6 +33,7 @@
 #include "grace/group.h"
 #include "grace/tcp.h"
 #include "tcp/tcp_int.h"
+#include "loopback.h"
 
 /* ---- the protocol -------------------------------------------------------- */
 
@@ -597,64 +598,6 @@ static void *work_thread(void *arg) {
   if (grace_tcp_conn_post(arg, work_done, NULL) != 0)
     abort();
   return NULL;
-}
-
-static int dial(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_in sa;
-  memset(&sa, 0, sizeof(sa));
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons((uint16_t)port);
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-    int err = -errno;
-    close(fd);
-    return err;
-  }
-  return fd;
-}
-
-static void send_str(int fd, const char *s) {
-  size_t len = strlen(s), off = 0;
-  while (off < len) {
-    ssize_t n = send(fd, s + off, len - off, MSG_NOSIGNAL);
-    assert_true(n > 0);
-    off += (size_t)n;
-  }
-}
-
-/* Reads until |want| is in the buffer (or EOF, or |ms| pass). */
-static void recv_until(int fd, char *buf, size_t cap, const char *want,
-                       int ms) {
-  size_t len = 0;
-  buf[0] = '\0';
-  while (len + 1 < cap) {
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (poll(&p, 1, ms) <= 0)
-      break;
-    ssize_t n = recv(fd, buf + len, cap - 1 - len, 0);
-    if (n <= 0)
-      break;
-    len += (size_t)n;
-    buf[len] = '\0';
-    if (strstr(buf, want) != NULL)
-      break;
-  }
-}
-
-/* True if the peer closed (EOF or reset) within |ms|. */
-static int peer_closed(int fd, int ms) {
-  char b[4096];
-  for (;;) {
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (poll(&p, 1, ms) <= 0)
-      return 0;
-    ssize_t n = recv(fd, b, sizeof(b), 0);
-    if (n == 0)
-      return 1;
-    if (n < 0)
-      return errno == ECONNRESET;
-  }
 }
 
 static int64_t now_ms(void) { return grace_now() / GRACE_MILLISECOND; }
