@@ -752,6 +752,24 @@ class ProgramTestCase(unittest.TestCase):
     def dump(self):
         return "\n".join(p.describe() for p in getattr(self, "programs", []))
 
+    def assert_valgrind_clean(self, p, rc, possibly=False):
+        """Assert that `p`, run under `VALGRIND` and exited with `rc`, exited 0
+        with no memory error and no definite or indirect leak (nor a possible
+        one with `possibly`), and print valgrind's summary."""
+        text = p.stderr_text()
+        self.assertNotEqual(rc, 99, "valgrind found errors or leaks")
+        self.assertEqual(rc, 0)
+        self.assertRegex(text, r"ERROR SUMMARY: 0 errors")
+        if "no leaks are possible" not in text:
+            self.assertRegex(text, r"definitely lost: 0 bytes in 0 blocks")
+            self.assertRegex(text, r"indirectly lost: 0 bytes in 0 blocks")
+            if possibly:
+                self.assertRegex(text, r"possibly lost: 0 bytes in 0 blocks")
+        summary = [l for l in text.splitlines() if re.search(
+            r"in use at exit|lost:|reachable:|no leaks are possible|ERROR SUMMARY", l)]
+        sys.stderr.write("    valgrind: %s\n" % " | ".join(
+            re.sub(r"^==\d+== *", "", l) for l in summary))
+
     def report(self, what, value, unit="ms"):
         """Print a measured value (seen in the test log)."""
         sys.stderr.write("    measured: %s = %.1f %s\n" % (what, value, unit))

@@ -608,13 +608,7 @@ class GroupTest(gracetest.ProgramTestCase):
         if fut is not None:
             self.assertEqual(hello_reply_message(fut.result(timeout=20.0)), "Hello world")
         rc = p.wait_exit(60.0)
-        text = p.stderr_text()
-        self.assertNotEqual(rc, 99, "valgrind found errors or leaks")
-        self.assertEqual(rc, 0)
-        self.assertRegex(text, r"ERROR SUMMARY: 0 errors")
-        if "no leaks are possible" not in text:
-            self.assertRegex(text, r"definitely lost: 0 bytes in 0 blocks")
-            self.assertRegex(text, r"indirectly lost: 0 bytes in 0 blocks")
+        self.assert_valgrind_clean(p, rc)
         self.assert_phases(p, PHASES[:-1] + [
             r"^Drain report: result=clean duration=\S+ requests_completed=1 "
             r"rpcs_completed=%d idle_closed=\d+ requests_cut=0$" % (fut is not None)])

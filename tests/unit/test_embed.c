@@ -158,6 +158,28 @@ static void host_join(host *h) {
   assert_int_equal(LOAD(&h->done_calls), 1);
 }
 
+/* The stop asked by |stop| with a 100 ms deadline ends at the deadline,
+ * with one request, call or connection cut. */
+static grace_duration g_timeout;
+
+static void stop_cuts_at_deadline(host *h, host_fn stop) {
+  g_timeout = 100 * GRACE_MILLISECOND;
+  int64_t t0 = now_ms();
+  assert_int_equal(on_loop(h, stop), 0);
+  assert_int_equal(wait_set(&h->done_calls, 3000), 1);
+  int64_t dt = LOAD(&h->done_at) - t0;
+  assert_true(dt >= 90 && dt < 1500);
+  assert_int_equal(LOAD(&h->status), GRACE_ETIMEDOUT);
+  assert_int_equal(LOAD(&h->cut), 1);
+}
+
+/* The stop callback ran, with everything drained and nothing cut. */
+static void stopped_clean(host *h) {
+  assert_int_equal(wait_set(&h->done_calls, 3000), 1);
+  assert_int_equal(LOAD(&h->status), 0);
+  assert_int_equal(LOAD(&h->cut), 0);
+}
+
 /* ---- HTTP ---------------------------------------------------------------- */
 
 typedef struct held {
@@ -213,8 +235,6 @@ static void http_host_start(host *h) {
   host_start(h);
 }
 
-static grace_duration g_timeout;
-
 static int http_shutdown_uv(host *h) {
   return grace_http_server_shutdown_uv(h->http, g_timeout, http_stopped, h);
 }
@@ -268,10 +288,8 @@ static void test_http_inflight_finished_idle_closed(void **state) {
   assert_non_null(strstr(buf, "Connection: close\r\n"));
   assert_true(peer_closed(busy, 1000));
   close(busy);
-  assert_int_equal(wait_set(&h.done_calls, 2000), 1);
+  stopped_clean(&h);
   assert_true(LOAD(&h.done_at) - t_answer < 500);
-  assert_int_equal(LOAD(&h.status), 0);
-  assert_int_equal(LOAD(&h.cut), 0);
   host_join(&h);
 
   grace_http_stats st;
@@ -290,14 +308,7 @@ static void test_http_deadline_cuts_handler_that_never_answers(void **state) {
   send_str(busy, "GET /holdc HTTP/1.1\r\nHost: x\r\n\r\n");
   wait_held();
 
-  g_timeout = 100 * GRACE_MILLISECOND;
-  int64_t t0 = now_ms();
-  assert_int_equal(on_loop(&h, http_shutdown_uv), 0);
-  assert_int_equal(wait_set(&h.done_calls, 3000), 1);
-  int64_t dt = LOAD(&h.done_at) - t0;
-  assert_true(dt >= 90 && dt < 1500);
-  assert_int_equal(LOAD(&h.status), GRACE_ETIMEDOUT);
-  assert_int_equal(LOAD(&h.cut), 1);
+  stop_cuts_at_deadline(&h, http_shutdown_uv);
   assert_int_equal(LOAD(&g_held.cancelled), 1);
   assert_true(peer_closed(busy, 1000));
   close(busy);
@@ -455,9 +466,7 @@ static void test_grpc_inflight_call_finished(void **state) {
   client_end(&c);
   assert_int_equal(c.rv, 0);
   assert_string_equal(c.resp, "done");
-  assert_int_equal(wait_set(&h.done_calls, 3000), 1);
-  assert_int_equal(LOAD(&h.status), 0);
-  assert_int_equal(LOAD(&h.cut), 0);
+  stopped_clean(&h);
   assert_int_equal(LOAD(&g_call_cancelled), 0);
   host_join(&h);
   grace_grpc_server_free(h.grpc);
@@ -470,14 +479,7 @@ static void test_grpc_deadline_cuts_call(void **state) {
   grpc_host_start(&h);
   client_start(&c, grace_grpc_server_port(h.grpc, 0));
 
-  g_timeout = 100 * GRACE_MILLISECOND;
-  int64_t t0 = now_ms();
-  assert_int_equal(on_loop(&h, grpc_stop_uv), 0);
-  assert_int_equal(wait_set(&h.done_calls, 3000), 1);
-  int64_t dt = LOAD(&h.done_at) - t0;
-  assert_true(dt >= 90 && dt < 1500);
-  assert_int_equal(LOAD(&h.status), GRACE_ETIMEDOUT);
-  assert_int_equal(LOAD(&h.cut), 1);
+  stop_cuts_at_deadline(&h, grpc_stop_uv);
   assert_int_equal(LOAD(&g_call_cancelled), 1);
   client_end(&c);
   assert_int_equal(c.rv, GRACE_GRPC_UNAVAILABLE);
@@ -598,9 +600,7 @@ static void test_tcp_busy_finished_idle_closed(void **state) {
   assert_string_equal(buf, "DONE\n");
   assert_true(peer_closed(busy, 1000));
   close(busy);
-  assert_int_equal(wait_set(&h.done_calls, 2000), 1);
-  assert_int_equal(LOAD(&h.status), 0);
-  assert_int_equal(LOAD(&h.cut), 0);
+  stopped_clean(&h);
   assert_int_equal(LOAD(&g_tcp_closed), 2);
   host_join(&h);
   grace_tcp_server_free(h.tcp);
@@ -613,14 +613,7 @@ static void test_tcp_deadline_cuts_busy_connection(void **state) {
   int busy = dial(grace_tcp_server_port(h.tcp, 0));
   send_str(busy, "BUSY\n");
   wait_tcp_held();
-  g_timeout = 100 * GRACE_MILLISECOND;
-  int64_t t0 = now_ms();
-  assert_int_equal(on_loop(&h, tcp_shutdown_uv), 0);
-  assert_int_equal(wait_set(&h.done_calls, 3000), 1);
-  int64_t dt = LOAD(&h.done_at) - t0;
-  assert_true(dt >= 90 && dt < 1500);
-  assert_int_equal(LOAD(&h.status), GRACE_ETIMEDOUT);
-  assert_int_equal(LOAD(&h.cut), 1);
+  stop_cuts_at_deadline(&h, tcp_shutdown_uv);
   assert_true(peer_closed(busy, 1000));
   close(busy);
   host_join(&h);
