@@ -15,8 +15,9 @@
 # GRACE_BENCH_SKIP_BUILD=1 to use build-bench/ as it is. Options after the
 # script name are not taken; run the scripts one by one to change theirs.
 # Total time: about 2 minutes on 2 cores, plus about 3.5 for the gRPC
-# benchmarks (steps 4-6 below), 1.5 for the HAProxy drain (steps 7-8) and
-# 3.5 for the zero-downtime restarts (steps 9-10).
+# benchmarks (steps 4-6 below), 1.5 for the HAProxy drain (steps 7-8),
+# 3.5 for the zero-downtime restarts (steps 9-10) and 1 for embedding
+# (steps 11-12).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -208,6 +209,41 @@ echo "== upgrade.py" >&2
 rc=${PIPESTATUS[0]}
 if [[ $rc != 0 ]]; then
   echo "(upgrade.py exited with status $rc: see $out/logs/upgrade.py.stderr)" | tee -a "$summary"
+  status=1
+fi
+echo | tee -a "$summary"
+
+# --- embedding (bench/README.md, "embed.py") ---
+#  11. ours, twice: a Release build of examples/embedded-server and
+#      examples/http-sleep-server in build-bench-embed/ (GRACE_SRC_DIRS from
+#      GRACE_BENCH_EMBED_SRC_DIRS, default all of src/); if it does not
+#      build, embed.py takes build-release/ or build/.
+#  12. bench/embed.py: the server on the program's own libuv loop vs on one
+#      loop thread of ours (-loops 1), wrk keep-alive. About 1 minute.
+if [[ ${GRACE_BENCH_SKIP_BUILD:-0} != 1 ]]; then
+  echo "building ours (Release) embedded-server and http-sleep-server in $repo/build-bench-embed ..." >&2
+  if cmake -S "$repo" -B "$repo/build-bench-embed" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+        -DGRACE_SANITIZE=OFF -DGRACE_TSAN=OFF \
+        "-DGRACE_SRC_DIRS=${GRACE_BENCH_EMBED_SRC_DIRS:-core;net;http;grpc;worker;group;upgrade;tcp}" \
+        >"$out/logs/cmake-embed.log" 2>&1 &&
+     cmake --build "$repo/build-bench-embed" -j2 --target embedded-server http-sleep-server \
+        >>"$out/logs/cmake-embed.log" 2>&1; then
+    echo "built $repo/build-bench-embed/examples/embedded-server and http-sleep-server" >&2
+  else
+    echo "ours' embedded-server did not build in Release (see $out/logs/cmake-embed.log);" \
+      "embed.py takes build-release/ or build/ if there is one" >&2
+    rm -f "$repo/build-bench-embed/examples/embedded-server"
+  fi
+fi
+{
+  echo "grace embedding benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo
+} | tee -a "$summary"
+echo "== embed.py" >&2
+/usr/bin/python3 "$here/embed.py" 2> >(tee "$out/logs/embed.py.stderr" >&2) | tee -a "$summary"
+rc=${PIPESTATUS[0]}
+if [[ $rc != 0 ]]; then
+  echo "(embed.py exited with status $rc: see $out/logs/embed.py.stderr)" | tee -a "$summary"
   status=1
 fi
 echo | tee -a "$summary"
