@@ -78,8 +78,8 @@ static void on_signal(uv_signal_t *s, int signum) {
     exit(1);
   }
   grace_log("Shutdown Server...");
-  int rv = grace_http_server_shutdown_uv(a->srv, a->shutdown_timeout,
-                                         on_stopped, a);
+  int rv =
+      grace_http_server_shutdown_uv(a->srv, a->shutdown_timeout, on_stopped, a);
   if (rv != 0)
     grace_log_fatal("HTTP server Shutdown: %s", grace_strerror(rv));
 }

@@ -25,8 +25,7 @@ static int64_t spread_now(const grace__server *sv) {
 
 void grace__server_set_close_spread(grace__server *sv, grace_duration d) {
   grace_duration cur = atomic_load(&sv->close_spread);
-  while (d > cur &&
-         !atomic_compare_exchange_weak(&sv->close_spread, &cur, d)) {
+  while (d > cur && !atomic_compare_exchange_weak(&sv->close_spread, &cur, d)) {
   }
 }
 
@@ -470,9 +469,9 @@ int grace__server_shutdown_uv(grace__server *sv, grace_duration timeout,
   if (atomic_load(&sv->drained))
     grace__loopset_stop(&sv->set);
   else if (timeout > 0)
-    grace__loop_deadline(&sv->set.loops[0],
-                         (uint64_t)((timeout + GRACE_MILLISECOND - 1) /
-                                    GRACE_MILLISECOND));
+    grace__loop_deadline(
+        &sv->set.loops[0],
+        (uint64_t)((timeout + GRACE_MILLISECOND - 1) / GRACE_MILLISECOND));
   return rv == 0 ? 0 : 1;
 }
 

@@ -158,8 +158,8 @@ int grace__server_close(grace__server *sv);
  * grace__server_shutdown_begin) and, once drained or cut at |timeout|
  * (> 0), closes every handle and calls ops->stopped.  On the loop's
  * thread; ops->stopped runs on a later turn of the loop, never before
- * this has returned.  Returns 0 (begun now), 1 (joined a shutdown begun before),
- * GRACE_EINVAL, GRACE_ESTATE or GRACE_ESHUTDOWN (asked already). */
+ * this has returned.  Returns 0 (begun now), 1 (joined a shutdown begun
+ * before), GRACE_EINVAL, GRACE_ESTATE or GRACE_ESHUTDOWN (asked already). */
 int grace__server_shutdown_uv(grace__server *sv, grace_duration timeout,
                               const grace__server_begin *b);
 

@@ -7,13 +7,13 @@
 #ifndef GRACE_TEST_LOOPBACK_H
 #define GRACE_TEST_LOOPBACK_H
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 /* Connects to 127.0.0.1:|port|; returns the descriptor or -errno. */

@@ -9,7 +9,9 @@
  * Every scenario ends with the host's uv_run returning and
  * uv_loop_close succeeding: nothing of the server is left on the loop.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -20,8 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -31,7 +31,8 @@
 
 #include "loopback.h"
 
-/* ---- time ------------------------------------------------------------------ */
+/* ---- time ------------------------------------------------------------------
+ */
 
 static int64_t now_ms(void) { return grace_now() / GRACE_MILLISECOND; }
 
@@ -594,8 +595,7 @@ static void test_tcp_busy_finished_idle_closed(void **state) {
   assert_int_equal(LOAD(&h.done_calls), 0);
 
   /* Answered through the loop's async handle, from this thread. */
-  assert_int_equal(grace_tcp_conn_post(LOAD(&g_tcp_held), tcp_answer, NULL),
-                   0);
+  assert_int_equal(grace_tcp_conn_post(LOAD(&g_tcp_held), tcp_answer, NULL), 0);
   recv_until(busy, buf, sizeof(buf), "DONE\n", 2000);
   assert_string_equal(buf, "DONE\n");
   assert_true(peer_closed(busy, 1000));
