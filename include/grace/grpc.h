@@ -192,7 +192,9 @@ GRACE_EXTERN int grace_grpc_server_graceful_stop_begin(
  * finished (returns 0).  If |ctx| ends first it escalates to
  * grace_grpc_server_stop and returns GRACE_ETIMEDOUT (or GRACE_ECANCELED);
  * |cut| (may be NULL) then receives how many calls were cut.  |ctx| NULL
- * waits without limit, as grpc-go does.
+ * waits without limit, as grpc-go does.  On one of the server's own loop
+ * threads it returns GRACE_EDEADLK at once (grace_grpc_server_graceful_stop_uv
+ * of grace/uv.h is the form for a server on the caller's loop).
  */
 GRACE_EXTERN int grace_grpc_server_graceful_stop(grace_grpc_server *srv,
                                                  grace_ctx *ctx, int *cut);

@@ -237,7 +237,10 @@ GRACE_EXTERN void grace_http_server_set_close_spread(grace_http_server *srv,
  * loop thread, the moment the last connection has closed; the server's
  * drained descriptor (grace_http_server_drained_fd) becomes readable at the
  * same moment.  Calling it again does nothing and returns GRACE_ESHUTDOWN.
- * Returns 0, GRACE_ESTATE (not started), GRACE_ESHUTDOWN.
+ * Returns 0, GRACE_ESTATE (not started), GRACE_ESHUTDOWN, GRACE_EDEADLK
+ * (called on the thread of the loop that closes the listeners, which it
+ * would wait for; on the loop of a server started with
+ * grace_http_server_start_uv it acts at once instead, grace/uv.h).
  */
 GRACE_EXTERN int grace_http_server_shutdown_begin(grace_http_server *srv,
                                                   grace_http_cb drained,
@@ -247,7 +250,10 @@ GRACE_EXTERN int grace_http_server_shutdown_begin(grace_http_server *srv,
  * Go's Server.Shutdown: begins the shutdown if it has not begun, then
  * blocks until every connection has closed (returns 0) or |ctx| is done
  * (returns grace_ctx_err(ctx): GRACE_ETIMEDOUT or GRACE_ECANCELED), the
- * connections left open then.  |ctx| NULL waits without limit.
+ * connections left open then.  |ctx| NULL waits without limit.  On one of
+ * the server's own loop threads it returns GRACE_EDEADLK at once (it would
+ * wait for the loop it stops; grace_http_server_shutdown_uv of grace/uv.h
+ * is the form for a server on the caller's loop).
  */
 GRACE_EXTERN int grace_http_server_shutdown(grace_http_server *srv,
                                             grace_ctx *ctx);
@@ -263,7 +269,9 @@ GRACE_EXTERN int grace_http_server_drained_fd(grace_http_server *srv);
  * Server.Close).  Requests still held by handlers are cancelled: their
  * contexts are cancelled and their cancel callbacks run; their answers will
  * be discarded.  Blocks until every connection's socket is closed.
- * Returns the number of requests that were cut (in flight at the call).
+ * Returns the number of requests that were cut (in flight at the call), or
+ * GRACE_EDEADLK on one of the server's loop threads (on the loop of a
+ * server started with grace_http_server_start_uv it cuts at once).
  */
 GRACE_EXTERN int grace_http_server_close(grace_http_server *srv);
 

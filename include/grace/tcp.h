@@ -262,7 +262,9 @@ GRACE_EXTERN int grace_tcp_server_shutdown_begin(grace_tcp_server *srv,
  * connection has closed (returns 0) or |ctx| is done (returns
  * grace_ctx_err(ctx): GRACE_ETIMEDOUT or GRACE_ECANCELED; the connections
  * are left open, for grace_tcp_server_close).  |ctx| NULL waits without
- * limit.
+ * limit.  On one of the server's own loop threads it returns GRACE_EDEADLK
+ * at once (grace_tcp_server_shutdown_uv of grace/uv.h is the form for a
+ * server on the caller's loop).
  */
 GRACE_EXTERN int grace_tcp_server_shutdown(grace_tcp_server *srv,
                                            grace_ctx *ctx);
@@ -277,7 +279,9 @@ GRACE_EXTERN int grace_tcp_server_drained_fd(grace_tcp_server *srv);
  * Closes every listener and every connection at once (a force).  Blocks
  * until every connection's socket is closed and its on_close has run (on
  * its loop's thread).  Returns the number of busy connections that were
- * cut.  Calls after the first return 0.
+ * cut, or GRACE_EDEADLK on one of the server's loop threads (on the loop
+ * of a server started with grace_tcp_server_start_uv it cuts at once).
+ * Calls after the first return 0.
  */
 GRACE_EXTERN int grace_tcp_server_close(grace_tcp_server *srv);
 
