@@ -20,7 +20,7 @@ PREFIX ?= /usr/local
 # interop client, tests/interop/go, for test_grpc_interop_go.py; doxygen
 # builds the API reference and the guides, make docs).
 DEBS := cmake make gcc clang pkg-config libuv1-dev libnghttp2-dev node-llhttp libcmocka-dev protobuf-c-compiler libprotobuf-c-dev \
-        libclang-rt-14-dev curl valgrind python3 ca-certificates doxygen \
+        libclang-rt-14-dev curl valgrind python3 ca-certificates doxygen libssl-dev openssl \
         nghttp2-client python3-grpcio systemd wrk haproxy \
         golang-go golang-github-spf13-cobra-dev golang-github-fatih-color-dev golang-golang-x-net-dev \
         golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev \

@@ -55,6 +55,7 @@
 #include "grace/context.h"
 #include "grace/duration.h"
 #include "grace/error.h"
+#include "grace/tls.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -154,6 +155,12 @@ typedef struct grace_http_options {
   /* Optional connection state observer and its data. */
   grace_http_conn_state_cb conn_state;
   void *conn_state_data;
+  /* Serve HTTPS: every connection runs TLS with this configuration
+   * (grace/tls.h), ALPN choosing HTTP/2 or HTTP/1.1.  The server holds
+   * its own reference until it is freed; a reload of |tls| applies to
+   * the server's new connections.  Its handshake_timeout bounds each
+   * handshake.  NULL (the default): plaintext. */
+  grace_tls *tls;
 } grace_http_options;
 
 /* Fills |opts| with the defaults documented above. */

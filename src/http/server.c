@@ -13,6 +13,7 @@
 #include "grace/signal.h"
 #include "grace/uv.h"
 #include "http/internal.h"
+#include "net/tls.h"
 
 const char *grace_conn_state_name(grace_conn_state state) {
   switch (state) {
@@ -99,6 +100,9 @@ static void loop_open(grace__server_loop *sl) {
   grace__conn_loop_timeout(cl, GRACE__TL_LINGER, GRACE__CONN_LINGER_MS);
   grace__conn_loop_timeout(cl, GRACE__TL_SEND, ms(srv->opts.send_timeout));
   grace__conn_loop_timeout(cl, GRACE__TL_GOAWAY, GRACE__GOAWAY_ACK_MS);
+  if (srv->opts.tls != NULL)
+    grace__conn_loop_timeout(cl, GRACE__TL_HANDSHAKE,
+                             grace__tls_handshake_ms(srv->opts.tls));
   /* HTTP/2 streams are swept for both timeouts at the shorter one. */
   uint64_t body = ms(srv->opts.body_timeout), send = ms(srv->opts.send_timeout);
   grace__conn_loop_timeout(cl, GRACE__TL_STREAM,
@@ -108,10 +112,16 @@ static void loop_open(grace__server_loop *sl) {
                                          : send);
 }
 
-/* On the connection's own loop: its socket is registered there; its
- * HTTP/1.1 state waits for its first bytes (grace__h1_idle_proto). */
+/* On the connection's own loop: TLS if the server has it, then its
+ * socket is registered there; its HTTP/1.1 state waits for its first
+ * bytes (grace__h1_idle_proto). */
 static void adopt(grace__server_loop *sl, grace__conn *c) {
-  grace__conn_set_proto(c, &grace__h1_idle_proto, SRV(sl->sv));
+  grace_http_server *srv = SRV(sl->sv);
+  if (srv->opts.tls != NULL && grace__conn_set_tls(c, srv->opts.tls) != 0) {
+    grace__conn_discard(c);
+    return;
+  }
+  grace__conn_set_proto(c, &grace__h1_idle_proto, srv);
   grace__conn_start(c, &sl->cl);
 }
 
@@ -179,6 +189,8 @@ int grace_http_server_new(const grace_http_options *opts,
     rv = GRACE_ENOMEM;
     goto fail_force_ctx;
   }
+  if (srv->opts.tls != NULL)
+    grace__tls_ref(srv->opts.tls); /* dropped by grace_http_server_free */
   *out = srv;
   return 0;
 
@@ -375,6 +387,7 @@ void grace_http_server_free(grace_http_server *srv) {
   free(srv->hls);
   grace_ctx_unref(srv->shutdown_ctx);
   grace_ctx_unref(srv->force_ctx);
+  grace_tls_free(srv->opts.tls);
   free(srv);
 }
 

@@ -10,7 +10,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "grace/error.h"
+#include "net/tls.h"
 
 /* Deepest nesting of resumes that deliver inline before the rest is
  * deferred to the loop. */
@@ -18,6 +22,28 @@
 
 static void on_poll(uv_poll_t *handle, int status, int events);
 static void deliver(grace__conn *c);
+static void tls_kick(grace__conn *c);
+static int tls_close_notify(grace__conn *c);
+
+/* Ciphertext read from a socket at a time (a TLS record is at most 16 KiB
+ * plus overhead). */
+#define TBUF_SIZE (32 * 1024)
+
+/* Plaintext handed to SSL_write at a time: one record. */
+#define TLS_WRITE_CHUNK (16 * 1024)
+
+/* A connection's TLS state: its SSL and the memory BIOs between it and
+ * the socket. */
+struct grace__conn_tls {
+  grace__conn *conn;
+  SSL *ssl;
+  BIO *rbio;          /* ciphertext read, for the SSL (owned by ssl) */
+  BIO *wbio;          /* ciphertext the SSL wrote (owned by ssl) */
+  grace__post post;   /* a read of what the SSL holds already */
+  int posted;         /* post is queued (holding a reference) */
+  int established;    /* the handshake is done */
+  int sent_shutdown;  /* close_notify is written */
+};
 
 static ssize_t discard_read(grace__conn *c, const uint8_t *p, size_t n) {
   (void)c;
@@ -47,7 +73,12 @@ int grace__conn_loop_init(grace__conn_loop *cl, grace__loop *loop) {
   grace__list_init(&cl->pending);
   cl->rbuf_size = 64 * 1024;
   cl->rbuf = malloc(cl->rbuf_size);
-  return cl->rbuf != NULL ? 0 : GRACE_ENOMEM;
+  cl->tbuf = malloc(TBUF_SIZE);
+  if (cl->rbuf == NULL || cl->tbuf == NULL) {
+    grace__conn_loop_free(cl);
+    return GRACE_ENOMEM;
+  }
+  return 0;
 }
 
 static void flush_pending(uv_prepare_t *handle);
@@ -80,7 +111,9 @@ static void want_flush(grace__conn *c) {
 
 void grace__conn_loop_free(grace__conn_loop *cl) {
   free(cl->rbuf);
+  free(cl->tbuf);
   cl->rbuf = NULL;
+  cl->tbuf = NULL;
 }
 
 void grace__conn_loop_timeout(grace__conn_loop *cl, unsigned list,
@@ -100,7 +133,8 @@ void grace__conn_loop_expire(grace__conn_loop *cl, unsigned list,
     unsigned slot = slot_of(list);
     c = (grace__conn *)(void *)((char *)(node - slot) -
                                 offsetof(grace__conn, timer));
-    if (list == GRACE__TL_LINGER || c->proto->on_timer == NULL) {
+    if (list == GRACE__TL_LINGER || list == GRACE__TL_HANDSHAKE ||
+        c->proto->on_timer == NULL) {
       grace__conn_close(c);
       return;
     }
@@ -207,6 +241,11 @@ static void conn_free(grace__conn *c) {
   free(c->wp);
   c->rp = NULL;
   c->wp = NULL;
+  if (c->tls != NULL) {
+    SSL_free(c->tls->ssl); /* and its BIOs */
+    free(c->tls);
+    c->tls = NULL;
+  }
   uncount(c);
   free(c);
 }
@@ -251,7 +290,7 @@ int grace__conn_start(grace__conn *c, grace__conn_loop *cl) {
       c->peer_len > sizeof(c->peer))
     c->peer_len = 0;
   grace__conn_set_state(c, GRACE__CS_NEW);
-  grace__conn_timer(c, GRACE__TL_HEADER);
+  grace__conn_timer(c, c->tls != NULL ? GRACE__TL_HANDSHAKE : GRACE__TL_HEADER);
   c->events = UV_READABLE;
   uv_poll_start(&c->poll, UV_READABLE, on_poll);
   if (cl->shutting_down)
@@ -300,6 +339,8 @@ static void update_read(grace__conn *c) {
   if ((c->flags & GRACE__CF_ENDING) && !(c->flags & GRACE__CF_LINGER))
     want = 0;
   set_events(c, want ? (c->events | UV_READABLE) : (c->events & ~UV_READABLE));
+  if (want && c->tls != NULL)
+    tls_kick(c);
 }
 
 /* ---- closing --------------------------------------------------------------
@@ -368,6 +409,8 @@ void grace__conn_end(grace__conn *c, int linger) {
   if (linger)
     c->flags |= GRACE__CF_LINGER;
   grace__list_unlink(&c->timer[0].link);
+  if (tls_close_notify(c) != 0)
+    return; /* closed */
   if (grace__conn_queued(c) == 0)
     finish_end(c);
   else
@@ -415,8 +458,10 @@ static int flush(grace__conn *c) {
   return 0;
 }
 
-int grace__conn_write(grace__conn *c, const void *p, size_t n) {
-  if (grace__conn_closing(c))
+/* Queues |n| bytes for the socket (ciphertext under TLS), even while
+ * ending (close_notify). */
+static int write_raw(grace__conn *c, const void *p, size_t n) {
+  if (c->flags & GRACE__CF_CLOSED)
     return GRACE_ECLOSED;
   if (n == 0)
     return 0;
@@ -484,6 +529,60 @@ int grace__conn_write(grace__conn *c, const void *p, size_t n) {
   if (!(c->events & UV_WRITABLE))
     want_flush(c);
   return 0;
+}
+
+/* Queues what the SSL of |c| wrote.  Returns 0, or a negative error once
+ * |c| is closed. */
+static int tls_drain(grace__conn *c) {
+  char *data;
+  long len = BIO_get_mem_data(c->tls->wbio, &data);
+  if (len <= 0)
+    return 0;
+  int rv = write_raw(c, data, (size_t)len);
+  (void)BIO_reset(c->tls->wbio);
+  return rv;
+}
+
+static int tls_write(grace__conn *c, const uint8_t *p, size_t n) {
+  if (!c->tls->established)
+    return GRACE_ESTATE; /* no protocol has had a byte yet */
+  while (n > 0) {
+    size_t chunk = n < TLS_WRITE_CHUNK ? n : TLS_WRITE_CHUNK, done = 0;
+    ERR_clear_error();
+    if (SSL_write_ex(c->tls->ssl, p, chunk, &done) != 1) {
+      ERR_clear_error();
+      grace__conn_close(c);
+      return GRACE_ECLOSED;
+    }
+    int rv = tls_drain(c);
+    if (rv != 0)
+      return rv;
+    p += done;
+    n -= done;
+  }
+  return 0;
+}
+
+/* Writes close_notify (once, after a finished handshake) ahead of the end
+ * of the write side.  Returns 0, or -1 once |c| is closed. */
+static int tls_close_notify(grace__conn *c) {
+  if (c->tls == NULL || !c->tls->established || c->tls->sent_shutdown)
+    return 0;
+  c->tls->sent_shutdown = 1;
+  ERR_clear_error();
+  (void)SSL_shutdown(c->tls->ssl); /* 0: sent, the peer's is not awaited */
+  ERR_clear_error();
+  return tls_drain(c) != 0 ? -1 : 0;
+}
+
+int grace__conn_write(grace__conn *c, const void *p, size_t n) {
+  if (grace__conn_closing(c))
+    return GRACE_ECLOSED;
+  if (n == 0)
+    return 0;
+  if (c->tls != NULL)
+    return tls_write(c, p, n);
+  return write_raw(c, p, n);
 }
 
 size_t grace__conn_queued(const grace__conn *c) {
@@ -625,6 +724,68 @@ static void peer_eof(grace__conn *c) {
     grace__conn_close(c);
 }
 
+/* The handshake is done: the protocol's own header deadline begins. */
+static void tls_established(grace__conn *c) {
+  c->tls->established = 1;
+  grace__list_unlink(&c->timer[0].link);
+  grace__conn_timer(c, GRACE__TL_HEADER);
+}
+
+/* Reads up to |room| plaintext bytes into |buf| as read(2) would: a
+ * count, 0 at the peer's EOF (close_notify or the socket's), -1 with
+ * errno (EAGAIN: nothing yet; EPROTO: a TLS error, alert queued). */
+static ssize_t tls_recv(grace__conn *c, uint8_t *buf, size_t room) {
+  grace__conn_tls *t = c->tls;
+  for (;;) {
+    size_t got = 0;
+    int r;
+    ERR_clear_error();
+    if (!t->established)
+      r = SSL_do_handshake(t->ssl);
+    else
+      r = SSL_read_ex(t->ssl, buf, room, &got);
+    int err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, r);
+    ERR_clear_error();
+    if (tls_drain(c) != 0) {
+      errno = EPIPE;
+      return -1;
+    }
+    if (err == SSL_ERROR_NONE) {
+      if (t->established)
+        return (ssize_t)got;
+      tls_established(c);
+      continue;
+    }
+    if (err == SSL_ERROR_ZERO_RETURN)
+      return 0;
+    if (err != SSL_ERROR_WANT_READ) {
+      errno = EPROTO;
+      return -1;
+    }
+    ssize_t n;
+    do
+      n = read(c->fd, c->cl->tbuf, TBUF_SIZE);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+      return n;
+    if (BIO_write(t->rbio, c->cl->tbuf, (int)n) != (int)n) {
+      errno = ENOMEM;
+      return -1;
+    }
+  }
+}
+
+/* read(2) on the socket, or its plaintext under TLS. */
+static ssize_t conn_recv(grace__conn *c, uint8_t *buf, size_t room) {
+  ssize_t n;
+  if (c->tls != NULL)
+    return tls_recv(c, buf, room);
+  do
+    n = read(c->fd, buf, room);
+  while (n < 0 && errno == EINTR);
+  return n;
+}
+
 static void do_read(grace__conn *c) {
   grace__conn_loop *cl = c->cl;
   ssize_t n;
@@ -655,9 +816,9 @@ static void do_read(grace__conn *c) {
       return;
     }
   }
-  do
-    n = read(c->fd, cl->rbuf, room);
-  while (n < 0 && errno == EINTR);
+  n = conn_recv(c, cl->rbuf, room);
+  if (c->flags & GRACE__CF_CLOSED)
+    return; /* a TLS answer could not be sent */
   if (n > 0) {
     if (c->flags & GRACE__CF_PAUSED) {
       /* Read-ahead while the protocol is paused: pipelined requests, and
@@ -812,6 +973,69 @@ out:
 
 /* ---- protocol services ----------------------------------------------------
  */
+
+/* A TLS record may hold more than one read took, and the socket may have
+ * nothing more to say: what the SSL holds is read in a later loop turn
+ * (a post, which a poll on an empty socket would never give). */
+static void on_tls_post(grace__loop *loop, grace__post *post) {
+  grace__conn_tls *t = grace__container_of(post, grace__conn_tls, post);
+  grace__conn *c = t->conn;
+  (void)loop;
+  t->posted = 0;
+  if (!grace__conn_closing(c) && !(c->flags & GRACE__CF_EOF) &&
+      (c->events & UV_READABLE))
+    do_read(c);
+  grace__conn_unref(c);
+}
+
+static void tls_kick(grace__conn *c) {
+  grace__conn_tls *t = c->tls;
+  if (t->posted || !t->established || c->cl == NULL ||
+      (c->flags & (GRACE__CF_CLOSED | GRACE__CF_EOF | GRACE__CF_LINGER)) ||
+      (!SSL_has_pending(t->ssl) && BIO_ctrl_pending(t->rbio) == 0))
+    return;
+  t->posted = 1;
+  grace__conn_ref(c);
+  t->post.fn = on_tls_post;
+  grace__loop_post(c->cl->loop, &t->post);
+}
+
+int grace__conn_set_tls(grace__conn *c, grace_tls *tls) {
+  grace__conn_tls *t;
+  if (c->tls != NULL || (c->flags & GRACE__CF_MEM) || tls == NULL)
+    return GRACE_EINVAL;
+  t = calloc(1, sizeof(*t));
+  if (t == NULL)
+    return GRACE_ENOMEM;
+  grace__list_init(&t->post.link);
+  t->ssl = grace__tls_ssl_new(tls);
+  t->rbio = BIO_new(BIO_s_mem());
+  t->wbio = BIO_new(BIO_s_mem());
+  if (t->ssl == NULL || t->rbio == NULL || t->wbio == NULL) {
+    BIO_free(t->rbio);
+    BIO_free(t->wbio);
+    SSL_free(t->ssl);
+    free(t);
+    ERR_clear_error();
+    return GRACE_ENOMEM;
+  }
+  /* An empty memory BIO reads as "retry", not EOF. */
+  BIO_set_mem_eof_return(t->rbio, -1);
+  SSL_set_bio(t->ssl, t->rbio, t->wbio);
+  SSL_set_accept_state(t->ssl);
+  t->conn = c;
+  c->tls = t;
+  return 0;
+}
+
+const char *grace__conn_alpn(const grace__conn *c, unsigned *len) {
+  const unsigned char *p = NULL;
+  *len = 0;
+  if (c->tls == NULL || !c->tls->established)
+    return NULL;
+  SSL_get0_alpn_selected(c->tls->ssl, &p, len);
+  return *len > 0 ? (const char *)p : NULL;
+}
 
 void grace__conn_set_proto(grace__conn *c, const grace__conn_proto *proto,
                            void *pdata) {

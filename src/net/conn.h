@@ -38,6 +38,8 @@
 typedef struct grace__conn grace__conn;
 typedef struct grace__conn_loop grace__conn_loop;
 typedef struct grace__conn_reg grace__conn_reg;
+typedef struct grace__conn_tls grace__conn_tls;
+typedef struct grace_tls grace_tls;
 
 /* The deadline lists of a loop, shared by every connection on it.  Each
  * list belongs to one of a connection's timer slots. */
@@ -49,6 +51,7 @@ enum {
   GRACE__TL_SEND,       /* send slot: queued bytes make no progress */
   GRACE__TL_GOAWAY,     /* protocol slot: HTTP/2 PING ack awaited */
   GRACE__TL_STREAM,     /* protocol slot: HTTP/2 stream inactivity sweep */
+  GRACE__TL_HANDSHAKE,  /* read slot: TLS handshake (closes, as linger) */
   GRACE__TL_COUNT
 };
 
@@ -117,6 +120,7 @@ struct grace__conn_loop {
   int prepare_open;
   uint8_t *rbuf;
   size_t rbuf_size;
+  uint8_t *tbuf; /* TLS: ciphertext read from a socket, on its way in */
   int shutting_down; /* a graceful shutdown began */
   int closing;       /* everything is being closed */
 };
@@ -182,6 +186,9 @@ struct grace__conn {
   } peer; /* the client's address (TCP) */
   socklen_t peer_len;
   int depth; /* nesting of deliveries (resume inside a read) */
+  /* TLS (grace__conn_set_tls): the socket carries ciphertext, the read-ahead
+   * and the protocol plaintext; the write queue holds ciphertext. */
+  grace__conn_tls *tls;
 };
 
 /* A write at least this large, with nothing queued, goes to the socket at
@@ -235,6 +242,19 @@ unsigned grace__conn_loop_close_all(grace__conn_loop *cl);
  */
 grace__conn *grace__conn_new(grace__conn_reg *reg, int fd,
                              const grace__conn_proto *proto, void *pdata);
+
+/*
+ * Runs TLS on |c| (not yet started, not a memory connection) as a server,
+ * with the current certificate of |tls|: the handshake (deadline list
+ * GRACE__TL_HANDSHAKE) comes before any byte reaches the protocol, which
+ * then reads and writes plaintext; grace__conn_end sends close_notify
+ * first.  Returns 0 or GRACE_ENOMEM, GRACE_EINVAL.
+ */
+int grace__conn_set_tls(grace__conn *c, grace_tls *tls);
+
+/* The ALPN protocol the TLS client and |c| agreed on ("h2", "http/1.1"),
+ * or NULL (no TLS, no ALPN, handshake not done).  |*len| is its length. */
+const char *grace__conn_alpn(const grace__conn *c, unsigned *len);
 
 /* Closes the socket of a connection never started and frees it, without
  * any protocol callback. */
