@@ -27,9 +27,18 @@
  * stays up), then exits 0.  A new process that fails before it is ready
  * is killed and this one goes on serving (see grace/upgrade.h).
  *
+ * With -tls-cert and -tls-key both servers speak TLS only (HTTPS with ALPN
+ * choosing HTTP/2 or HTTP/1.1, gRPC over TLS), and SIGHUP rereads the two
+ * files: new handshakes use the new certificate, established connections
+ * keep theirs, and a bad new pair is refused (logged) with the old one
+ * kept.
+ *
  *   grace-demo-server -addr :8000 -grpc-addr :50051 -shutdown-delay 5s \
  *       -shutdown-timeout 25s -interval 1s -cleanup 2s
  */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +53,7 @@
 #include "grace/log.h"
 #include "grace/signal.h"
 #include "grace/systemd.h"
+#include "grace/tls.h"
 #include "grace/upgrade.h"
 #include "grace/worker.h"
 
@@ -94,6 +104,32 @@ static int stop_syncer(grace_worker *w, grace_ctx *ctx, void *data) {
   return 0;
 }
 
+/* SIGHUP reloads the certificate: a thread waits for it with sigwait (the
+ * signal is blocked in every thread, so nothing else takes it). */
+typedef struct reloader {
+  grace_tls *tls;
+  pthread_t thread;
+  atomic_bool stop;
+} reloader;
+
+static void *reload_main(void *arg) {
+  reloader *r = arg;
+  sigset_t set;
+  int sig;
+  sigemptyset(&set);
+  sigaddset(&set, SIGHUP);
+  while (sigwait(&set, &sig) == 0 && !atomic_load(&r->stop)) {
+    int rv = grace_tls_reload(r->tls);
+    if (rv == 0)
+      grace_log("SIGHUP: TLS certificate reloaded");
+    else
+      grace_log("SIGHUP: TLS certificate reload refused (%s), the old one "
+                "stays in use",
+                grace_strerror(rv));
+  }
+  return NULL;
+}
+
 /* Prints Go's message for a bad address flag; returns 2 for main. */
 static int bad_addr(const char *flag, const char *addr) {
   fprintf(stderr, "invalid value \"%s\" for flag -%s: address %s: %s\n",
@@ -106,6 +142,11 @@ static int bad_addr(const char *flag, const char *addr) {
 int main(int argc, char **argv) {
   const char *addr = ":8000", *grpc_addr = ":50051";
   const char *pidfile = NULL, *upgrade_socket = NULL;
+  const char *tls_cert = NULL, *tls_key = NULL;
+  grace_duration tls_handshake_timeout = 10 * GRACE_SECOND;
+  grace_tls *tls = NULL;
+  reloader rl = {.tls = NULL};
+  bool reloading = false;
   grace_duration upgrade_timeout = 0;
   bool fdstore = false;
   grace_duration delay = 0, timeout = 0, interval = GRACE_SECOND;
@@ -165,17 +206,46 @@ int main(int argc, char **argv) {
                            "be ready (0: 30s)") != 0 ||
       grace_flags_bool(flags, "fdstore", &fdstore,
                        "also keep the listeners in systemd's file "
-                       "descriptor store (FDSTORE=1)") != 0)
+                       "descriptor store (FDSTORE=1)") != 0 ||
+      grace_flags_string(flags, "tls-cert", &tls_cert,
+                         "PEM certificate chain: serve HTTPS and gRPC over "
+                         "TLS (with -tls-key; SIGHUP rereads both)") != 0 ||
+      grace_flags_string(flags, "tls-key", &tls_key,
+                         "PEM private key of -tls-cert") != 0 ||
+      grace_flags_duration(flags, "tls-handshake-timeout",
+                           &tls_handshake_timeout,
+                           "longest TLS handshake (0: none)") != 0)
     grace_log_fatal("cannot register the flags");
   grace_flags_parse_or_exit(flags, argc, argv);
   grace_flags_free(flags);
   if (delay < 0 || timeout < 0 || loops < 0 || loops > 256 || interval <= 0 ||
       sy.work < 0 || sy.cleanup < 0 || body_timeout < 0 || send_timeout < 0 ||
-      upgrade_timeout < 0 || close_spread < 0) {
+      upgrade_timeout < 0 || close_spread < 0 || tls_handshake_timeout < 0) {
     fprintf(stderr, "invalid -shutdown-delay, -shutdown-timeout, -loops, "
                     "-interval, -tick-work, -cleanup, -body-timeout, "
-                    "-send-timeout, -upgrade-timeout or -close-spread\n");
+                    "-send-timeout, -upgrade-timeout, -close-spread or "
+                    "-tls-handshake-timeout\n");
     return 2;
+  }
+  if ((tls_cert == NULL) != (tls_key == NULL)) {
+    fprintf(stderr, "-tls-cert and -tls-key go together\n");
+    return 2;
+  }
+  if (tls_cert != NULL) {
+    grace_tls_options topts;
+    grace_tls_options_init(&topts);
+    topts.cert_file = tls_cert;
+    topts.key_file = tls_key;
+    topts.handshake_timeout = tls_handshake_timeout;
+    rv = grace_tls_new(&topts, &tls);
+    if (rv != 0)
+      grace_log_fatal("TLS: %s", grace_strerror(rv));
+    /* Blocked before any thread exists, so that only the reloader's
+     * sigwait takes it. */
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &hup, NULL);
   }
   if (timeout == 0) {
     grace_duration d;
@@ -221,6 +291,7 @@ int main(int argc, char **argv) {
   hopts.body_timeout = body_timeout;
   hopts.send_timeout = send_timeout;
   hopts.close_spread = close_spread;
+  hopts.tls = tls;
   grace_http_server *srv;
   rv = grace_http_server_new(&hopts, &srv);
   if (rv != 0)
@@ -236,6 +307,7 @@ int main(int argc, char **argv) {
   gropts.http.body_timeout = body_timeout;
   gropts.http.send_timeout = send_timeout;
   gropts.http.close_spread = close_spread;
+  gropts.http.tls = tls;
   grace_grpc_server *gsrv;
   rv = grace_grpc_server_new(&gropts, &gsrv);
   if (rv != 0)
@@ -322,16 +394,31 @@ int main(int argc, char **argv) {
       (rv = grace_group_add_upgrader(group, "upgrade", up)) != 0)
     grace_log_fatal("group: %s", grace_strerror(rv));
 
+  if (tls != NULL) {
+    rl.tls = tls;
+    atomic_init(&rl.stop, false);
+    rv = pthread_create(&rl.thread, NULL, reload_main, &rl);
+    if (rv != 0)
+      grace_log_fatal("TLS reload thread: %s", strerror(rv));
+    reloading = true;
+  }
+
   grace_group_result res;
   rv = grace_group_run(group, stop, &res);
   code = rv == 0 ? 0 : 1;
 
 out:
+  if (reloading) {
+    atomic_store(&rl.stop, true);
+    pthread_kill(rl.thread, SIGHUP);
+    pthread_join(rl.thread, NULL);
+  }
   /* The group first: it borrows the servers and the worker. */
   grace_group_free(group);
   grace_worker_free(w);
   grace_grpc_server_free(gsrv);
   grace_http_server_free(srv);
   grace_upgrader_free(up);
+  grace_tls_free(tls);
   return code;
 }

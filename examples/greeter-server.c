@@ -7,6 +7,7 @@
  * (grpc-go's GracefulStop: health NOT_SERVING, listeners closed, two-phase
  * GOAWAY, wait for every call); with -shutdown-timeout the stop escalates
  * to a hard stop at that deadline.  A second signal exits 1 at once.
+ * With -tls-cert and -tls-key it serves gRPC over TLS only.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include "grace/grpc.h"
 #include "grace/log.h"
 #include "grace/signal.h"
+#include "grace/tls.h"
 #include "helloworld.pb-c.h"
 
 #include "greeter_handler.h"
@@ -26,6 +28,8 @@ int main(int argc, char **argv) {
   int64_t port = 50051, loops = 0;
   grace_duration shutdown_timeout = 0;
   bool h2_only = false;
+  const char *tls_cert = NULL, *tls_key = NULL;
+  grace_tls *tls = NULL;
   grace_grpc_options opts;
   grace_grpc_server *srv;
   grace_ctx *ctx = NULL;
@@ -43,11 +47,30 @@ int main(int argc, char **argv) {
                    "serve HTTP/2 only (as grpc-go), no HTTP/1.1 fallback");
   grace_flags_int(flags, "loops", &loops,
                   "event-loop threads (0: one per core)");
+  grace_flags_string(flags, "tls-cert", &tls_cert,
+                     "PEM certificate chain: serve gRPC over TLS (with "
+                     "-tls-key)");
+  grace_flags_string(flags, "tls-key", &tls_key,
+                     "PEM private key of -tls-cert");
   grace_flags_parse_or_exit(flags, argc, argv);
   grace_flags_free(flags);
   if (port < 0 || port > 65535 || loops < 0 || loops > 256) {
     fprintf(stderr, "invalid -port or -loops\n");
     return 2;
+  }
+  if ((tls_cert == NULL) != (tls_key == NULL)) {
+    fprintf(stderr, "-tls-cert and -tls-key go together\n");
+    return 2;
+  }
+  if (tls_cert != NULL) {
+    grace_tls_options topts;
+    grace_tls_options_init(&topts);
+    topts.cert_file = tls_cert;
+    topts.key_file = tls_key;
+    rv = grace_tls_new(&topts, &tls);
+    if (rv != 0)
+      grace_log_fatal("failed to load TLS credentials: %s",
+                      grace_strerror(rv));
   }
 
   grace_ctx *stop = grace_signal_context();
@@ -55,6 +78,7 @@ int main(int argc, char **argv) {
   grace_grpc_options_init(&opts);
   opts.http.loops = (unsigned)loops;
   opts.http.h2_only = h2_only;
+  opts.http.tls = tls;
   rv = grace_grpc_server_new(&opts, &srv);
   if (rv != 0)
     grace_log_fatal("failed to create server: %s", grace_strerror(rv));
@@ -94,5 +118,6 @@ int main(int argc, char **argv) {
   }
   grace_ctx_unref(ctx);
   grace_grpc_server_free(srv);
+  grace_tls_free(tls);
   return code;
 }
