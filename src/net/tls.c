@@ -83,6 +83,9 @@ static int load_ctx(const grace_tls *tls, SSL_CTX **out) {
   }
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  /* No server-side session cache (a connection resumes with a ticket,
+   * which the server does not store), as nginx's default. */
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
   SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
   if (SSL_CTX_use_certificate_chain_file(ctx, tls->cert_file) != 1) {
     log_ssl_error("bad certificate chain in", tls->cert_file);
