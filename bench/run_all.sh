@@ -16,8 +16,8 @@
 # script name are not taken; run the scripts one by one to change theirs.
 # Total time: about 2 minutes on 2 cores, plus about 3.5 for the gRPC
 # benchmarks (steps 4-6 below), 1.5 for the HAProxy drain (steps 7-8),
-# 3.5 for the zero-downtime restarts (steps 9-10) and 1 for embedding
-# (steps 11-12).
+# 3.5 for the zero-downtime restarts (steps 9-10), 1 for embedding
+# (steps 11-12) and 2 for TLS (tls.py).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -244,6 +244,22 @@ echo "== embed.py" >&2
 rc=${PIPESTATUS[0]}
 if [[ $rc != 0 ]]; then
   echo "(embed.py exited with status $rc: see $out/logs/embed.py.stderr)" | tee -a "$summary"
+  status=1
+fi
+echo | tee -a "$summary"
+
+# --- TLS benchmark (bench/tls.py): ours (grace-demo-server, Release, built
+#   by the script in build-bench-tls/) beside nginx, same certificate. ---
+{
+  echo "grace TLS benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "nginx:   $(/usr/sbin/nginx -v 2>&1)"
+  echo
+} | tee -a "$summary"
+echo "== tls.py" >&2
+/usr/bin/python3 "$here/tls.py" 2> >(tee "$out/logs/tls.py.stderr" >&2) | tee -a "$summary"
+rc=${PIPESTATUS[0]}
+if [[ $rc != 0 ]]; then
+  echo "(tls.py exited with status $rc: see $out/logs/tls.py.stderr)" | tee -a "$summary"
   status=1
 fi
 echo | tee -a "$summary"
