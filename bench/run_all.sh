@@ -198,20 +198,26 @@ if [[ ${GRACE_BENCH_SKIP_BUILD:-0} != 1 ]]; then
     echo "tests/programs/upgrade-server.c does not exist yet: no build of ours for the upgrade benchmark" >&2
   fi
 fi
+# Runs bench/<name> (a Python script) with its tables appended to the
+# summary and its progress to the log; a failure is noted and remembered.
+run_py() {
+  local name=$1
+  echo "== $name" >&2
+  /usr/bin/python3 "$here/$name" 2> >(tee "$out/logs/$name.stderr" >&2) | tee -a "$summary"
+  local rc=${PIPESTATUS[0]}
+  if [[ $rc != 0 ]]; then
+    echo "($name exited with status $rc: see $out/logs/$name.stderr)" | tee -a "$summary"
+    status=1
+  fi
+  echo | tee -a "$summary"
+}
 {
   echo "grace zero-downtime restart benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "nginx:   $(/usr/sbin/nginx -v 2>&1)"
   echo "haproxy: $(haproxy -v 2>&1 | head -1)"
   echo
 } | tee -a "$summary"
-echo "== upgrade.py" >&2
-/usr/bin/python3 "$here/upgrade.py" 2> >(tee "$out/logs/upgrade.py.stderr" >&2) | tee -a "$summary"
-rc=${PIPESTATUS[0]}
-if [[ $rc != 0 ]]; then
-  echo "(upgrade.py exited with status $rc: see $out/logs/upgrade.py.stderr)" | tee -a "$summary"
-  status=1
-fi
-echo | tee -a "$summary"
+run_py upgrade.py
 
 # --- embedding (bench/README.md, "embed.py") ---
 #  11. ours, twice: a Release build of examples/embedded-server and
@@ -255,14 +261,7 @@ echo | tee -a "$summary"
   echo "nginx:   $(/usr/sbin/nginx -v 2>&1)"
   echo
 } | tee -a "$summary"
-echo "== tls.py" >&2
-/usr/bin/python3 "$here/tls.py" 2> >(tee "$out/logs/tls.py.stderr" >&2) | tee -a "$summary"
-rc=${PIPESTATUS[0]}
-if [[ $rc != 0 ]]; then
-  echo "(tls.py exited with status $rc: see $out/logs/tls.py.stderr)" | tee -a "$summary"
-  status=1
-fi
-echo | tee -a "$summary"
+run_py tls.py
 
 echo "summary written to $summary" >&2
 exit $status

@@ -59,6 +59,7 @@
 
 #include "greeter_handler.h"
 #include "sleep_handler.h"
+#include "tls_flags.h"
 
 /* The seed's Syncer: what a tick does and how long its cleanup takes. */
 typedef struct syncer {
@@ -227,19 +228,8 @@ int main(int argc, char **argv) {
                     "-tls-handshake-timeout\n");
     return 2;
   }
-  if ((tls_cert == NULL) != (tls_key == NULL)) {
-    fprintf(stderr, "-tls-cert and -tls-key go together\n");
-    return 2;
-  }
-  if (tls_cert != NULL) {
-    grace_tls_options topts;
-    grace_tls_options_init(&topts);
-    topts.cert_file = tls_cert;
-    topts.key_file = tls_key;
-    topts.handshake_timeout = tls_handshake_timeout;
-    rv = grace_tls_new(&topts, &tls);
-    if (rv != 0)
-      grace_log_fatal("TLS: %s", grace_strerror(rv));
+  tls = example_tls(tls_cert, tls_key, tls_handshake_timeout);
+  if (tls != NULL) {
     /* Blocked before any thread exists, so that only the reloader's
      * sigwait takes it. */
     sigset_t hup;

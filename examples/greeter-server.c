@@ -23,6 +23,7 @@
 #include "helloworld.pb-c.h"
 
 #include "greeter_handler.h"
+#include "tls_flags.h"
 
 int main(int argc, char **argv) {
   int64_t port = 50051, loops = 0;
@@ -58,20 +59,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "invalid -port or -loops\n");
     return 2;
   }
-  if ((tls_cert == NULL) != (tls_key == NULL)) {
-    fprintf(stderr, "-tls-cert and -tls-key go together\n");
-    return 2;
-  }
-  if (tls_cert != NULL) {
-    grace_tls_options topts;
-    grace_tls_options_init(&topts);
-    topts.cert_file = tls_cert;
-    topts.key_file = tls_key;
-    rv = grace_tls_new(&topts, &tls);
-    if (rv != 0)
-      grace_log_fatal("failed to load TLS credentials: %s",
-                      grace_strerror(rv));
-  }
+  tls = example_tls(tls_cert, tls_key, 10 * GRACE_SECOND);
 
   grace_ctx *stop = grace_signal_context();
 
