@@ -241,6 +241,29 @@ class TlsTest(GrpcTestCase):
         for i in range(n):
             self.assertEqual(read_response(s), (200, b"Hello, World!\n"), i)
 
+    def test_paused_connection_pauses_the_peer(self):
+        # A request with its handler holds the connection: past the
+        # read-ahead the server stops reading its socket, so a client
+        # pipelining more stalls (kernel buffers hold a few MiB) instead of
+        # streaming everything into the server.
+        p, port, _ = self.start_demo()
+        s = self.tls_conn(port, alpn=["http/1.1"])
+        s.sendall(b"GET /sleep?duration=5s HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(1.0)
+        chunk = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 2400
+        total, stalled = 0, False
+        try:
+            while total < 256 << 20:
+                s.sendall(chunk)
+                total += len(chunk)
+        except socket.timeout:
+            stalled = True
+        self.report("pipelined bytes accepted before the stall", total >> 10, "KiB")
+        self.assertTrue(stalled, "256 MiB went in while the connection was paused")
+        self.assertLess(total, 64 << 20)
+        s.close()
+        self.assertEqual(self.serial(port), 0xA1)
+
     def test_shutdown_completes_requests_in_flight(self):
         p, port, _ = self.start_demo()
         clients = []
