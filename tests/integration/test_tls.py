@@ -15,6 +15,7 @@ timeout); a shutdown during a handshake (closed at once).
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -156,6 +157,22 @@ class TlsTest(GrpcTestCase):
         return gracetest.curl("--cacert", self.ca, "-w", "\n%{http_version}",
                               *args, "https://localhost:%d%s" % (port, path))
 
+    def wait_inflight(self, port, n):
+        """Waits until |n| requests besides the asking one are with their
+        handlers (the demo's /metrics)."""
+        deadline = time.monotonic() + bound(5, 20)
+        while True:
+            s = self.tls_conn(port, alpn=["http/1.1"])
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            status, body = read_response(s)
+            s.close()
+            m = re.search(rb'grace_http_requests_inflight\{part="http"\} (\d+)', body)
+            self.assertIsNotNone(m, body)
+            if int(m.group(1)) >= n + 1:
+                return
+            self.assertLess(time.monotonic(), deadline, "requests in flight: %s" % m.group(1))
+            time.sleep(0.05)
+
     def test_curl_http1_and_http2_by_alpn(self):
         p, port, _ = self.start_demo()
         for flag, version in (("--http1.1", "1.1"), ("--http2", "2")):
@@ -269,7 +286,9 @@ class TlsTest(GrpcTestCase):
         clients = []
         for flag in ("--http1.1", "--http2") * 3:
             clients.append(self.client(self.curl(port, flag, path="/sleep?duration=1s")))
-        time.sleep(bound(0.4, 0.6))
+        # Every request with its handler before the signal (a connection
+        # still in its handshake would be closed at once, as it should).
+        self.wait_inflight(port, len(clients))
         p.send_signal(signal.SIGTERM)
         for c in clients:
             self.assertEqual(c.wait(10), 0, c.stderr)
@@ -342,13 +361,17 @@ class TlsTest(GrpcTestCase):
             n = len(p.lines())
             p.send_signal(signal.SIGHUP)
             p.wait_line("TLS certificate reloaded", start=n)
-            time.sleep(0.3)
+            # Load goes on across and after the reload.
+            after = len(results) + 6
+            deadline = time.monotonic() + bound(10, 30)
+            while len(results) < after and time.monotonic() < deadline:
+                time.sleep(0.05)
         finally:
             stop.set()
             for t in threads:
                 t.join(20)
         failed = [r for r in results if r[0] != 0 or r[1] != b"Hello, World!\n" * 2]
-        self.assertGreater(len(results), 5)
+        self.assertGreater(len(results), 6)
         self.assertEqual(failed, [])
         self.assertEqual(self.serial(port), 0xB2)
         # The connection made before the reload keeps its certificate and
