@@ -2,7 +2,12 @@
  * greeter-client: the seed's gRPC client, with grace.
  *
  *   greeter-client [-addr localhost:50051] [-name world] [-duration 10s]
- *                  [-timeout 60s]
+ *                  [-timeout 60s] [-tls] [-tls-ca FILE]
+ *                  [-tls-server-name NAME]
+ *
+ * With -tls (or -tls-ca) it calls over TLS, verifying the server against
+ * -tls-ca (else the system's roots) and -tls-server-name (else the host of
+ * -addr).
  *
  * Calls Greeter.SayHello(HelloRequest{name, duration}) on -addr over h2c
  * with a -timeout deadline and logs "Greeting: Hello world".  On failure it
@@ -52,6 +57,9 @@ int main(int argc, char **argv) {
   grace_grpc_channel *ch;
   grace_flags *flags;
   grace_ctx *ctx;
+  grace_grpc_channel_options copts;
+  bool tls = false;
+  const char *tls_ca = NULL, *tls_server_name = NULL;
   int rv, status = 0;
 
   flags = grace_flags_new(argv[0]);
@@ -63,13 +71,26 @@ int main(int argc, char **argv) {
       grace_flags_duration(flags, "duration", &duration,
                            "how long the server takes to answer") != 0 ||
       grace_flags_duration(flags, "timeout", &timeout,
-                           "the deadline of the call") != 0)
+                           "the deadline of the call") != 0 ||
+      grace_flags_bool(flags, "tls", &tls,
+                       "call over TLS (the system's roots unless -tls-ca)") !=
+          0 ||
+      grace_flags_string(flags, "tls-ca", &tls_ca,
+                         "PEM CA certificates the server's certificate must "
+                         "chain to (implies -tls)") != 0 ||
+      grace_flags_string(flags, "tls-server-name", &tls_server_name,
+                         "the name the server's certificate must have "
+                         "(default: the host of -addr)") != 0)
     grace_log_fatal("flags: cannot register the flags");
   grace_flags_parse_or_exit(flags, argc, argv);
   grace_flags_free(flags);
 
   /* grpc.NewClient: nothing is dialed until the call. */
-  rv = grace_grpc_channel_new(addr, NULL, &ch);
+  grace_grpc_channel_options_init(&copts);
+  copts.tls = tls || tls_ca != NULL;
+  copts.tls_ca_file = tls_ca;
+  copts.tls_server_name = tls_server_name;
+  rv = grace_grpc_channel_new(addr, &copts, &ch);
   if (rv != 0)
     grace_log_fatal("did not connect: %s", grace_strerror(rv));
 

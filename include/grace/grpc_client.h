@@ -71,6 +71,7 @@
 #ifndef GRACE_GRPC_CLIENT_H
 #define GRACE_GRPC_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -156,6 +157,17 @@ typedef struct grace_grpc_channel_options {
    * size. */
   size_t stream_send_buffer;
   size_t stream_recv_buffer;
+  /* TLS: when true, every connection runs TLS (1.2 or 1.3, ALPN "h2")
+   * and the server's certificate chain must verify against the PEM
+   * certificates of |tls_ca_file| (NULL: the system's default roots) and
+   * name |tls_server_name| (a DNS name or an IP address; NULL: the host
+   * of the target), else calls fail with UNAVAILABLE, "connection error:
+   * desc = "transport: authentication handshake failed: ..."".  The
+   * strings are read by grace_grpc_channel_new (the CA file is loaded
+   * there) and not kept.  Default false: plaintext HTTP/2. */
+  bool tls;
+  const char *tls_ca_file;
+  const char *tls_server_name;
 } grace_grpc_channel_options;
 
 /* Fills |opts| with the defaults. */
@@ -173,7 +185,9 @@ grace_grpc_channel_options_init(grace_grpc_channel_options *opts);
  * On success stores the channel in |*out| and returns 0.  On failure
  * leaves |*out| untouched and returns one of:
  *
- * GRACE_EINVAL  |target| or |out| is NULL, or |target| is malformed
+ * GRACE_EINVAL  |target| or |out| is NULL, or |target| is malformed, or
+ *               opts->tls_ca_file holds no valid certificate
+ * GRACE_ENOENT  opts->tls_ca_file cannot be read
  * GRACE_ENOMEM  out of memory
  * or another negated errno if the thread or its wake-up descriptor cannot
  * be created.

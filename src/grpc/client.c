@@ -20,6 +20,7 @@
 #include "grpc/client_int.h"
 #include "grpc/wire.h"
 #include "net/list.h"
+#include "net/tls.h"
 
 #define DEFAULT_USER_AGENT "grpc-c-grace/0.1.0"
 #define DEFAULT_PORT "443" /* grpc-go's dns resolver default */
@@ -157,6 +158,8 @@ static void channel_destroy(grace_grpc_channel *ch) {
   free(ch->host);
   free(ch->port);
   free(ch->user_agent);
+  SSL_CTX_free(ch->tls_ctx);
+  free(ch->tls_server_name);
   free(ch->pfds);
   free(ch->pobj);
   free(ch->pkind);
@@ -205,6 +208,18 @@ int grace_grpc_channel_new(const char *target,
   ch->stream_recv_buffer = opts->stream_recv_buffer > 0
                                ? opts->stream_recv_buffer
                                : GRACE_GRPC_DEFAULT_STREAM_BUFFER;
+  if (opts->tls) {
+    const char *name =
+        opts->tls_server_name != NULL ? opts->tls_server_name : ch->host;
+    rv = grace__tls_client_ctx_new(opts->tls_ca_file, &ch->tls_ctx);
+    if (rv != 0)
+      goto fail_strings;
+    ch->tls_server_name = grace__grpc_copy_bytes(name, strlen(name));
+    if (ch->tls_server_name == NULL) {
+      rv = GRACE_ENOMEM;
+      goto fail_strings;
+    }
+  }
   grace__list_init(&ch->submitted);
   grace__list_init(&ch->kicked);
   grace__list_init(&ch->conns);

@@ -21,6 +21,9 @@
 #include <unistd.h>
 
 #include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "grace/grpc_client.h"
 #include "grpc/client_int.h"
@@ -955,6 +958,10 @@ static void conn_fail(conn *c, uint32_t code, const char *msg) {
     nghttp2_session_del(c->session);
     c->session = NULL;
   }
+  if (c->ssl != NULL) {
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+  }
   if (c->fd >= 0) {
     close(c->fd);
     c->fd = -1;
@@ -1060,6 +1067,105 @@ static int conn_start_session(conn *c) {
   return rv;
 }
 
+/* TLS over c->fd, as a client of the channel's context, checking the
+ * certificate names tls_server_name (SNI too, unless it is an address).
+ * The handshake runs inside the first reads and writes. */
+static int conn_tls_start(conn *c) {
+  const char *name = c->ch->tls_server_name;
+  unsigned char addr[16];
+  int is_ip = inet_pton(AF_INET, name, addr) == 1 ||
+              inet_pton(AF_INET6, name, addr) == 1;
+  SSL *ssl = SSL_new(c->ch->tls_ctx);
+
+  if (ssl == NULL || SSL_set_fd(ssl, c->fd) != 1 ||
+      (is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) != 1
+             : (SSL_set_tlsext_host_name(ssl, name) != 1 ||
+                SSL_set1_host(ssl, name) != 1))) {
+    SSL_free(ssl);
+    ERR_clear_error();
+    return GRACE_ENOMEM;
+  }
+  SSL_set_connect_state(ssl);
+  c->ssl = ssl;
+  return 0;
+}
+
+/* What an SSL_read_ex or SSL_write_ex that returned |r| means, as
+ * recv/send would say it: 0 for the peer's close_notify, else -1 with
+ * errno (EAGAIN: the handshake or the socket wants to wait); EPROTO for a
+ * TLS failure, whose reason goes to |why|. */
+static ssize_t conn_tls_result(conn *c, int r, char *why, size_t wlen) {
+  int e = SSL_get_error(c->ssl, r);
+  unsigned long q = ERR_get_error();
+
+  ERR_clear_error();
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    errno = EAGAIN;
+    return -1;
+  }
+  if (e == SSL_ERROR_ZERO_RETURN)
+    return 0;
+  if (e == SSL_ERROR_SYSCALL && q == 0) {
+    if (errno == 0)
+      errno = EPIPE;
+    return -1;
+  }
+  if (q != 0)
+    ERR_error_string_n(q, why, wlen);
+  else
+    snprintf(why, wlen, "TLS error %d", e);
+  if (SSL_get_verify_result(c->ssl) != X509_V_OK)
+    snprintf(why + strlen(why), wlen - strlen(why), " (%s)",
+             X509_verify_cert_error_string(SSL_get_verify_result(c->ssl)));
+  errno = EPROTO;
+  return -1;
+}
+
+/* recv(2), or its plaintext under TLS. */
+static ssize_t conn_recv(conn *c, void *buf, size_t len, char *why,
+                         size_t wlen) {
+  size_t got = 0;
+  int r;
+
+  if (c->ssl == NULL)
+    return recv(c->fd, buf, len, 0);
+  ERR_clear_error();
+  r = SSL_read_ex(c->ssl, buf, len, &got);
+  return r == 1 ? (ssize_t)got : conn_tls_result(c, r, why, wlen);
+}
+
+/* send(2) (without SIGPIPE), or through TLS. */
+static ssize_t conn_send(conn *c, const void *p, size_t len, char *why,
+                         size_t wlen) {
+  size_t done = 0;
+  int r;
+
+  if (c->ssl == NULL)
+    return send(c->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+  ERR_clear_error();
+  r = SSL_write_ex(c->ssl, p, len, &done);
+  if (r == 1)
+    return (ssize_t)done;
+  if (conn_tls_result(c, r, why, wlen) == 0)
+    errno = EPIPE; /* the peer's close_notify: it takes nothing more */
+  return -1;
+}
+
+/* A TLS failure: before the handshake is done it is grpc-go's
+ * "authentication handshake failed"; after, an I/O error. */
+static void conn_fail_tls(conn *c, const char *why) {
+  char text[TEXT_LEN - 64];
+
+  if (!SSL_is_init_finished(c->ssl)) {
+    snprintf(text, sizeof(text),
+             "transport: authentication handshake failed: %s", why);
+    conn_fail_connecting(c, text);
+  } else {
+    snprintf(text, sizeof(text), "%s: tls: %s", c->names, why);
+    conn_fail_read(c, text);
+  }
+}
+
 /* The TCP connection is up on c->fd. */
 static void conn_connected(conn *c) {
   struct sockaddr_storage ss;
@@ -1074,6 +1180,10 @@ static void conn_connected(conn *c) {
   c->addrs = NULL;
   c->next_addr = NULL;
   c->state = CONN_HANDSHAKE;
+  if (c->ch->tls_ctx != NULL && conn_tls_start(c) != 0) {
+    conn_fail_connecting(c, "transport: cannot start TLS: out of memory");
+    return;
+  }
   rv = conn_start_session(c);
   if (rv != 0) {
     char text[TEXT_LEN];
@@ -1280,13 +1390,13 @@ static void conn_after_recv(conn *c) {
 }
 
 static void conn_read(conn *c) {
-  char text[256], err[128];
+  char text[256], err[128], why[160] = "";
   uint8_t buf[READ_CHUNK];
   ssize_t n, rv;
   int i;
 
   for (i = 0; i < READS_PER_WAKE && c->state != CONN_DEAD; i++) {
-    n = recv(c->fd, buf, sizeof(buf), 0);
+    n = conn_recv(c, buf, sizeof(buf), why, sizeof(why));
     if (n > 0) {
       rv = nghttp2_session_mem_recv(c->session, buf, (size_t)n);
       if (rv < 0) {
@@ -1304,6 +1414,10 @@ static void conn_read(conn *c) {
       continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK)
       return;
+    if (errno == EPROTO && c->ssl != NULL) {
+      conn_fail_tls(c, why);
+      return;
+    }
     snprintf(text, sizeof(text), "read %s: read: %s", c->names,
              errno_text(errno, err, sizeof(err)));
     conn_fail_read(c, text);
@@ -1313,7 +1427,7 @@ static void conn_read(conn *c) {
 
 /* Writes what nghttp2 has to send until the socket is full. */
 static void conn_flush(conn *c) {
-  char text[256], err[128];
+  char text[256], err[128], why[160] = "";
   ssize_t n;
   int e;
 
@@ -1330,13 +1444,17 @@ static void conn_flush(conn *c) {
         return;
       c->out_len = (size_t)n;
     }
-    n = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL);
+    n = conn_send(c, c->out, c->out_len, why, sizeof(why));
     if (n < 0) {
       e = errno;
       if (e == EINTR)
         continue;
       if (e == EAGAIN || e == EWOULDBLOCK)
         return;
+      if (e == EPROTO && c->ssl != NULL) {
+        conn_fail_tls(c, why);
+        return;
+      }
       /* The peer is gone.  What it sent before going (a response, a
        * GOAWAY, the reason of a reset) is read first, and usually ends
        * the connection with the better description. */
@@ -1425,7 +1543,8 @@ static void conn_flush_quietly(conn *c) {
       c->out = p;
       c->out_len = (size_t)n;
     }
-    n = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    char why[160];
+    n = conn_send(c, c->out, c->out_len, why, sizeof(why));
     if (n <= 0)
       return;
     c->out += n;
@@ -1620,9 +1739,14 @@ static size_t build_poll(grace_grpc_channel *ch, int *timeout) {
     if (c->state == CONN_CONNECTING)
       n = poll_add(ch, n, c->fd, POLLOUT, PK_CONN, c, &oom);
     else
+      /* A TLS write that waits for the server's handshake messages waits
+       * for POLLIN only (POLLOUT would wake the thread at once). */
       n = poll_add(ch, n, c->fd,
-                   (short)(POLLIN | (c->out_len > 0 ? POLLOUT : 0)), PK_CONN, c,
-                   &oom);
+                   (short)(POLLIN | (c->out_len > 0 && !(c->ssl != NULL &&
+                                                         SSL_want_read(c->ssl))
+                                         ? POLLOUT
+                                         : 0)),
+                   PK_CONN, c, &oom);
     if (c->deadline != 0 && c->deadline < first)
       first = c->deadline;
     for (i = 0; i < 2; i++) {

@@ -43,6 +43,7 @@
 #include <stdint.h>
 
 #include <nghttp2/nghttp2.h>
+#include <openssl/ssl.h>
 
 #include "grace/grpc_client.h"
 #include "grpc/wire.h"
@@ -120,6 +121,7 @@ struct conn {
   char fail_text[TEXT_LEN]; /* why it died, when it died while dialing */
   int64_t deadline; /* end of connect + handshake (grace_now); 0: none */
   nghttp2_session *session;
+  SSL *ssl; /* TLS over fd (the channel's tls_ctx), NULL for plaintext */
   const uint8_t *out; /* bytes from nghttp2_session_mem_send not yet sent */
   size_t out_len;
   int got_settings;
@@ -182,6 +184,8 @@ struct grace_grpc_channel {
   size_t stream_send_buffer;
   size_t stream_recv_buffer;
   grace_duration connect_timeout;
+  SSL_CTX *tls_ctx;      /* NULL: plaintext */
+  char *tls_server_name; /* what the server's certificate must name */
   int wake_fd;
   pthread_t thread;
   pthread_mutex_t lock;

@@ -183,6 +183,46 @@ SSL *grace__tls_ssl_new(grace_tls *tls) {
   return ssl;
 }
 
+int grace__tls_client_ctx_new(const char *ca_file, SSL_CTX **out) {
+  SSL_CTX *ctx;
+  FILE *f;
+  if (ca_file != NULL) {
+    f = fopen(ca_file, "r");
+    if (f == NULL) {
+      int err = errno;
+      grace_log("tls: cannot read %s: %s", ca_file, strerror(err));
+      return err == ENOMEM ? GRACE_ENOMEM : GRACE_ENOENT;
+    }
+    fclose(f);
+  }
+  ERR_clear_error();
+  ctx = SSL_CTX_new(TLS_client_method());
+  if (ctx == NULL) {
+    ERR_clear_error();
+    return GRACE_ENOMEM;
+  }
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+  /* Writes resume with what is left after a partial one, from wherever
+   * the caller's buffer now is (the plaintext path's send semantics). */
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                            SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  int ok = ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+                           : SSL_CTX_set_default_verify_paths(ctx);
+  if (ok != 1) {
+    log_ssl_error("no CA certificates in", ca_file ? ca_file : "(default)");
+    SSL_CTX_free(ctx);
+    return GRACE_EINVAL;
+  }
+  if (SSL_CTX_set_alpn_protos(ctx, (const unsigned char *)"\x02h2", 3) != 0) {
+    ERR_clear_error();
+    SSL_CTX_free(ctx);
+    return GRACE_ENOMEM;
+  }
+  *out = ctx;
+  return 0;
+}
+
 uint64_t grace__tls_handshake_ms(const grace_tls *tls) {
   return tls->handshake_ms;
 }

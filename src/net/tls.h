@@ -19,6 +19,15 @@ void grace__tls_ref(grace_tls *tls);
  * memory. */
 SSL *grace__tls_ssl_new(grace_tls *tls);
 
+/*
+ * A client context (gRPC channels): TLS 1.2 and 1.3, ALPN "h2", the peer's
+ * certificate verified against the PEM file |ca_file| (NULL: the system's
+ * default roots).  Returns 0 and stores it in |*out|, or GRACE_ENOENT (the
+ * file cannot be read), GRACE_EINVAL (no certificate in it; logged),
+ * GRACE_ENOMEM.
+ */
+int grace__tls_client_ctx_new(const char *ca_file, SSL_CTX **out);
+
 /* The handshake timeout in milliseconds (0: none). */
 uint64_t grace__tls_handshake_ms(const grace_tls *tls);
 

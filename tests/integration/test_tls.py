@@ -281,6 +281,67 @@ class TlsTest(GrpcTestCase):
         s.close()
         self.assertEqual(self.serial(port), 0xA1)
 
+    def test_greeter_client_over_tls(self):
+        # Our own gRPC client (grace/grpc_client.h, channel option tls).
+        port = free_port()
+        p = self.start("greeter-server", "-port", str(port), "-tls-cert",
+                       self.cert, "-tls-key", self.key)
+        p.wait_port(port)
+
+        def client(*args, addr="localhost:%d" % port):
+            return gracetest.run_program(
+                "greeter-client", ["-addr", addr, "-duration", "0s",
+                                   "-timeout", "10s"] + list(args), timeout=20)
+
+        # By name and by address; a 100 KB name makes the request and the
+        # reply span many TLS records and partial writes.
+        for addr in ("localhost:%d" % port, "127.0.0.1:%d" % port):
+            c = client("-tls-ca", self.ca, addr=addr)
+            self.assertEqual(c.returncode, 0, c.describe())
+            self.assertTrue(any(l.text.endswith("Greeting: Hello world")
+                                for l in c.lines()), c.describe())
+        big = "x" * 100000
+        c = client("-tls-ca", self.ca, "-name", big)
+        self.assertEqual(c.returncode, 0, c.describe())
+        # (grace_log cuts the line at 4 KiB; the call's success says the
+        # 100 KB each way arrived whole: gRPC's length prefix and protobuf
+        # parse the exact bytes.)
+        self.assertIn("Greeting: Hello xxx", c.stderr_text(), c.describe()[:2000])
+        # A certificate the CA file does not hold, a name the certificate
+        # does not have, no TLS at all: each refused, none hangs.
+        other = os.path.join(self.dir, "other-ca.pem")
+        make_cert(self.dir, "other", 0xC3)
+        shutil.copyfile(os.path.join(self.dir, "other.crt"), other)
+        for args, want in ((("-tls-ca", other), "certificate verify failed"),
+                           (("-tls-ca", self.ca, "-tls-server-name", "other.example"),
+                            "hostname mismatch"),
+                           ((), "error reading server preface")):
+            c = client(*args)
+            self.assertEqual(c.returncode, 1, c.describe())
+            text = "\n".join(l.text for l in c.lines())
+            self.assertIn("code = Unavailable", text)
+            self.assertIn(want, text)
+        # A call in flight across the server's graceful stop completes.
+        slow = self.start("greeter-client", "-addr", "localhost:%d" % port,
+                          "-tls-ca", self.ca, "-name", "slow", "-duration", "1s")
+        p.wait_line("Received: slow")
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(slow.wait_exit(10), 0, slow.describe())
+        self.assertTrue(any(l.text.endswith("Greeting: Hello slow")
+                            for l in slow.lines()))
+        self.assertEqual(p.wait_exit(10), 0)
+
+    def test_greeter_client_tls_to_plaintext_server(self):
+        port = free_port()
+        p = self.start("greeter-server", "-port", str(port))
+        p.wait_port(port)
+        c = gracetest.run_program(
+            "greeter-client", ["-addr", "localhost:%d" % port, "-tls-ca", self.ca,
+                               "-duration", "0s", "-timeout", "10s"], timeout=20)
+        self.assertEqual(c.returncode, 1, c.describe())
+        self.assertIn("authentication handshake failed",
+                      "\n".join(l.text for l in c.lines()))
+
     def test_shutdown_completes_requests_in_flight(self):
         p, port, _ = self.start_demo()
         clients = []

@@ -1,7 +1,8 @@
 /*
  * Unit tests for src/net/tls.c, grace_tls: loading a certificate and key,
  * refusing bad ones, reloading in place (new SSLs get the new certificate,
- * an SSL made before keeps its own even after the configuration is gone).
+ * an SSL made before keeps its own even after the configuration is gone),
+ * and the CA file of a TLS gRPC channel.
  * The certificates are made by the openssl command in a temporary
  * directory.
  */
@@ -18,6 +19,7 @@
 #include <openssl/x509.h>
 
 #include "grace/error.h"
+#include "grace/grpc_client.h"
 #include "grace/tls.h"
 #include "net/tls.h"
 
@@ -160,10 +162,32 @@ static void reload_swaps_for_new_ssls_only(void **state) {
   SSL_free(before);
 }
 
+static void channel_ca_file_is_checked(void **state) {
+  grace_grpc_channel_options o;
+  grace_grpc_channel *ch = (grace_grpc_channel *)(uintptr_t)1;
+  (void)state;
+  grace_grpc_channel_options_init(&o);
+  assert_false(o.tls);
+  o.tls = true;
+  o.tls_ca_file = missing;
+  assert_int_equal(grace_grpc_channel_new("localhost:1", &o, &ch), GRACE_ENOENT);
+  o.tls_ca_file = junk;
+  assert_int_equal(grace_grpc_channel_new("localhost:1", &o, &ch), GRACE_EINVAL);
+  assert_ptr_equal(ch, (grace_grpc_channel *)(uintptr_t)1);
+  o.tls_ca_file = a_cert;
+  assert_int_equal(grace_grpc_channel_new("localhost:1", &o, &ch), 0);
+  grace_grpc_channel_free(ch);
+  o.tls_ca_file = NULL; /* the system's roots */
+  o.tls_server_name = "example.org";
+  assert_int_equal(grace_grpc_channel_new("127.0.0.1:1", &o, &ch), 0);
+  grace_grpc_channel_free(ch);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(bad_options_are_refused),
       cmocka_unit_test(reload_swaps_for_new_ssls_only),
+      cmocka_unit_test(channel_ca_file_is_checked),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
