@@ -1079,7 +1079,10 @@ static int conn_tls_start(conn *c) {
 
   if (ssl == NULL || SSL_set_fd(ssl, c->fd) != 1 ||
       (is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) != 1
-             : (SSL_set_tlsext_host_name(ssl, name) != 1 ||
+             /* SSL_set_tlsext_host_name, whose cast drops const. */
+             : (SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME,
+                         TLSEXT_NAMETYPE_host_name,
+                         (void *)(uintptr_t)name) != 1 ||
                 SSL_set1_host(ssl, name) != 1))) {
     SSL_free(ssl);
     ERR_clear_error();
