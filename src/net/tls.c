@@ -59,29 +59,41 @@ static void log_ssl_error(const char *what, const char *file) {
   grace_log("tls: %s %s: %s", what, file, buf);
 }
 
+/* 0 when |file| can be opened, else GRACE_ENOENT or GRACE_ENOMEM
+ * (logged): unreadable files are told apart from bad contents. */
+static int check_readable(const char *file) {
+  FILE *f = fopen(file, "r");
+  if (f == NULL) {
+    int err = errno;
+    grace_log("tls: cannot read %s: %s", file, strerror(err));
+    return err == ENOMEM ? GRACE_ENOMEM : GRACE_ENOENT;
+  }
+  fclose(f);
+  return 0;
+}
+
+/* A context for |method| speaking TLS 1.2 and 1.3, or NULL. */
+static SSL_CTX *ctx_new(const SSL_METHOD *method) {
+  ERR_clear_error();
+  SSL_CTX *ctx = SSL_CTX_new(method);
+  if (ctx == NULL)
+    ERR_clear_error();
+  else
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  return ctx;
+}
+
 /* A new context from the files of |tls|, or a negative error (logged). */
 static int load_ctx(const grace_tls *tls, SSL_CTX **out) {
-  FILE *f;
   SSL_CTX *ctx;
+  int rv;
 
-  /* Unreadable files are told apart from bad contents. */
-  const char *files[2] = {tls->cert_file, tls->key_file};
-  for (int i = 0; i < 2; i++) {
-    f = fopen(files[i], "r");
-    if (f == NULL) {
-      int err = errno;
-      grace_log("tls: cannot read %s: %s", files[i], strerror(err));
-      return err == ENOMEM ? GRACE_ENOMEM : GRACE_ENOENT;
-    }
-    fclose(f);
-  }
-  ERR_clear_error();
-  ctx = SSL_CTX_new(TLS_server_method());
-  if (ctx == NULL) {
-    ERR_clear_error();
+  if ((rv = check_readable(tls->cert_file)) != 0 ||
+      (rv = check_readable(tls->key_file)) != 0)
+    return rv;
+  ctx = ctx_new(TLS_server_method());
+  if (ctx == NULL)
     return GRACE_ENOMEM;
-  }
-  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   /* No server-side session cache (a connection resumes with a ticket,
    * which the server does not store), as nginx's default. */
@@ -185,23 +197,12 @@ SSL *grace__tls_ssl_new(grace_tls *tls) {
 
 int grace__tls_client_ctx_new(const char *ca_file, SSL_CTX **out) {
   SSL_CTX *ctx;
-  FILE *f;
-  if (ca_file != NULL) {
-    f = fopen(ca_file, "r");
-    if (f == NULL) {
-      int err = errno;
-      grace_log("tls: cannot read %s: %s", ca_file, strerror(err));
-      return err == ENOMEM ? GRACE_ENOMEM : GRACE_ENOENT;
-    }
-    fclose(f);
-  }
-  ERR_clear_error();
-  ctx = SSL_CTX_new(TLS_client_method());
-  if (ctx == NULL) {
-    ERR_clear_error();
+  int rv;
+  if (ca_file != NULL && (rv = check_readable(ca_file)) != 0)
+    return rv;
+  ctx = ctx_new(TLS_client_method());
+  if (ctx == NULL)
     return GRACE_ENOMEM;
-  }
-  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
   /* Writes resume with what is left after a partial one, from wherever
    * the caller's buffer now is (the plaintext path's send semantics). */
