@@ -10,6 +10,12 @@
  * connection can also run with no socket at all (grace__conn_new_mem):
  * tests and fuzzers feed it bytes and read what the protocol wrote.
  *
+ * TLS (grace__conn_set_tls) lives here too, on OpenSSL memory BIOs:
+ * ciphertext from the socket goes into the SSL, its plaintext to on_read;
+ * grace__conn_write goes through SSL_write and the ciphertext joins the
+ * write queue, so read-ahead, backpressure and the timers are the same
+ * with or without it.
+ *
  * Threads: a connection belongs to one loop thread for its whole life;
  * nothing here locks, except the counters of its registry (atomics).
  *
@@ -295,7 +301,8 @@ void grace__conn_set_proto(grace__conn *c, const grace__conn_proto *proto,
 /* Queues |n| bytes (copied); they are sent with everything else written
  * in this loop turn, just before the loop waits (a large write goes to the
  * socket at once when nothing is queued).  Returns 0, or GRACE_ECLOSED
- * (closed or ending), GRACE_ENOMEM. */
+ * (closed or ending), GRACE_ENOMEM, GRACE_ESTATE (TLS handshake not yet
+ * done: no protocol has had a byte). */
 int grace__conn_write(grace__conn *c, const void *p, size_t n);
 
 /* Bytes accepted and not yet written. */
