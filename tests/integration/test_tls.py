@@ -207,11 +207,12 @@ class TlsTest(GrpcTestCase):
                 self.assertIn("Verify return code: 0 (ok)", out)
                 if chosen == "http/1.1":
                     self.assertIn("Hello, World!", out)
-        # TLS 1.1 is refused.
+        # TLS 1.1 is refused, with the alert that says why (not a reset).
         r = subprocess.run(
             [OPENSSL, "s_client", "-connect", "127.0.0.1:%d" % port, "-tls1_1"],
             input=b"", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10)
         self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b"alert protocol version", r.stdout)
 
     @needs_grpc
     def test_grpc_greeter_over_tls(self):
