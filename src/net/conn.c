@@ -54,6 +54,12 @@ static ssize_t discard_read(grace__conn *c, const uint8_t *p, size_t n) {
 /* The protocol of a connection dropped before it started. */
 static const grace__conn_proto discarded = {.on_read = discard_read};
 
+/* The read-ahead |c| may keep while its protocol is paused. */
+static size_t rmax_of(const grace__conn *c) {
+  return c->reg != NULL && c->reg->rmax != 0 ? c->reg->rmax
+                                             : GRACE__CONN_READ_AHEAD;
+}
+
 static unsigned slot_of(unsigned list) {
   return list == GRACE__TL_SEND ? 1 : 0;
 }
@@ -200,7 +206,6 @@ static grace__conn *conn_alloc(grace__conn_reg *reg,
   c->pdata = pdata;
   c->fd = -1;
   c->refs = 1; /* the socket's */
-  c->rmax = GRACE__CONN_READ_AHEAD;
   c->state = GRACE__CS_CLOSED; /* so the first set_state reports NEW */
   grace__list_init(&c->link);
   grace__list_init(&c->plink);
@@ -335,7 +340,7 @@ static void set_events(grace__conn *c, int events) {
  * the connection is ending without lingering. */
 static void update_read(grace__conn *c) {
   int want = !(c->flags & GRACE__CF_EOF) &&
-             ((c->flags & GRACE__CF_LINGER) || c->rlen < c->rmax);
+             ((c->flags & GRACE__CF_LINGER) || c->rlen < rmax_of(c));
   if ((c->flags & GRACE__CF_ENDING) && !(c->flags & GRACE__CF_LINGER))
     want = 0;
   set_events(c, want ? (c->events | UV_READABLE) : (c->events & ~UV_READABLE));
@@ -808,7 +813,7 @@ static void do_read(grace__conn *c) {
   }
   size_t room = cl->rbuf_size;
   if (c->flags & GRACE__CF_PAUSED) {
-    room = c->rlen < c->rmax ? c->rmax - c->rlen : 0;
+    room = c->rlen < rmax_of(c) ? rmax_of(c) - c->rlen : 0;
     if (room > cl->rbuf_size)
       room = cl->rbuf_size;
     if (room == 0) {
@@ -873,14 +878,14 @@ ssize_t grace__conn_mem_feed(grace__conn *c, const void *p, size_t n) {
   } else {
     /* As socket reads would: at most the read-ahead's worth is offered at
      * a time, and once the protocol pauses only what fits in the
-     * read-ahead is kept, so a paused protocol holds at most rmax. */
+     * read-ahead is kept, so a paused protocol holds at most rmax_of(c). */
     const uint8_t *b = p;
     size_t done = 0;
     while (done < n && !(c->flags & GRACE__CF_CLOSED)) {
       if (c->flags & GRACE__CF_ENDING) {
         done = n; /* lingering: input is discarded */
       } else if (c->rlen > 0 || (c->flags & GRACE__CF_PAUSED)) {
-        size_t room = c->rlen < c->rmax ? c->rmax - c->rlen : 0;
+        size_t room = c->rlen < rmax_of(c) ? rmax_of(c) - c->rlen : 0;
         if (room > n - done)
           room = n - done;
         if (keep(c, b + done, room) != 0) {
@@ -897,7 +902,7 @@ ssize_t grace__conn_mem_feed(grace__conn *c, const void *p, size_t n) {
         c->flags |= GRACE__CF_PAUSED;
         break;
       } else {
-        size_t piece = n - done < c->rmax ? n - done : c->rmax;
+        size_t piece = n - done < rmax_of(c) ? n - done : rmax_of(c);
         offer(c, b + done, piece, 0);
         done += piece;
       }

@@ -106,6 +106,9 @@ struct grace__conn_reg {
    * answer written (a drain waits for 0). */
   atomic_long nconns;
   atomic_uint_fast64_t accepted, active, idle, cut, idle_closed, timeouts;
+  /* Read-ahead kept per connection while its protocol is paused (0:
+   * GRACE__CONN_READ_AHEAD); set before the first connection. */
+  size_t rmax;
   /* Every state change, on the loop thread; may be NULL. */
   void (*on_state)(grace__conn *c, int state, void *data);
   /* A connection was freed (nconns already decremented); may be NULL. */
@@ -180,7 +183,7 @@ struct grace__conn {
   uint8_t state;
   /* Read-ahead: bytes read but not yet taken by the protocol. */
   uint8_t *rp;
-  size_t rlen, rcap, rmax;
+  size_t rlen, rcap; /* at most the registry's rmax */
   /* Write queue: bytes accepted but not yet written. */
   uint8_t *wp;
   size_t woff, wlen, wcap;

@@ -124,8 +124,6 @@ static void on_accept(grace__listener *l, int fd) {
     return;
   }
   c->id = atomic_fetch_add(&sv->next_id, 1) + 1;
-  if (sv->rmax != 0)
-    c->rmax = sv->rmax;
   unsigned i = atomic_fetch_add(&sv->next_loop, 1) % sv->set.n;
   grace__loop *target = &sv->set.loops[i];
   if (target == l->loop) {

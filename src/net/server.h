@@ -71,7 +71,6 @@ struct grace__server {
   const grace__server_ops *ops;
   unsigned nloops;
   int backlog;
-  uint32_t rmax; /* read-ahead of each connection; 0: the default */
   grace__conn_reg reg;
   grace__loopset set;
   grace__listener *listeners; /* after start, owned by loop 0 */

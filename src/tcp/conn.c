@@ -278,7 +278,6 @@ grace__conn *grace__tcp_mem_conn(grace_tcp_server *srv, size_t room) {
     return NULL;
   }
   c->id = atomic_fetch_add(&srv->sv.next_id, 1) + 1;
-  c->rmax = srv->opts.max_input;
   grace__conn_set_proto(c, &grace__tcp_proto, t);
   grace__tcp_conn_open(t);
   return c;

@@ -156,7 +156,7 @@ int grace_tcp_server_new(const grace_tcp_options *opts,
     return rv;
   }
   srv->opts.loops = srv->sv.nloops;
-  srv->sv.rmax = (uint32_t)srv->opts.max_input;
+  srv->sv.reg.rmax = srv->opts.max_input;
   srv->tls = calloc(srv->opts.loops, sizeof(*srv->tls));
   if (srv->tls == NULL) {
     grace__server_free(&srv->sv, "grace_tcp_server_new");
