@@ -527,9 +527,10 @@ static ssize_t read_body(h1 *h, const uint8_t *p, size_t n) {
     return -1;
   }
   if (len > 0) {
-    if (grace__dbuf_append(&h->req->body, data, len,
-                           h->srv->opts.max_body_bytes) != 0) {
-      send_error(h, 413);
+    int arv = grace__dbuf_append(&h->req->body, data, len,
+                                 h->srv->opts.max_body_bytes);
+    if (arv != 0) {
+      send_error(h, arv == GRACE_ENOMEM ? 503 : 413);
       return -1;
     }
   }
@@ -595,6 +596,8 @@ static ssize_t read_head(h1 *h, const uint8_t *p, size_t n) {
   int status = 400;
   if (h->req != NULL && h->req->error_status)
     status = h->req->error_status;
+  else if (err == HPE_CB_MESSAGE_BEGIN)
+    status = 503; /* no memory for the request (on_message_begin) */
   send_error(h, status);
   return -1;
 }
@@ -857,9 +860,11 @@ const grace__conn_proto grace__h1_idle_proto = {
  */
 
 static int head_append(h1 *h, const char *at, size_t len) {
-  if (grace__dbuf_append(&h->req->head, at, len,
-                         h->srv->opts.max_header_bytes) != 0) {
-    h->req->error_status = 431;
+  int rv = grace__dbuf_append(&h->req->head, at, len,
+                              h->srv->opts.max_header_bytes);
+  if (rv != 0) {
+    /* Too big is the client's doing; no memory is ours. */
+    h->req->error_status = rv == GRACE_ENOMEM ? 503 : 431;
     return -1;
   }
   return 0;

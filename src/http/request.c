@@ -175,8 +175,9 @@ void grace__req_finish_head(grace_http_request *req, const char *method) {
     plen = 1;
   /* The path is copied from the same buffer: reserve first, so the
    * source does not move under the copy. */
-  if (grace__dbuf_reserve(&req->head, plen + 1 + mlen + 1, max) != 0) {
-    req->error_status = 431;
+  int rv = grace__dbuf_reserve(&req->head, plen + 1 + mlen + 1, max);
+  if (rv != 0) {
+    req->error_status = rv == GRACE_ENOMEM ? 503 : 431;
     return;
   }
   target = req->head.p;
