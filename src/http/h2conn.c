@@ -154,6 +154,17 @@ static void flush(h2c *h) {
 /* ---- session callbacks ----------------------------------------------------
  */
 
+/* Appends to |req|'s head unless |*status| is already set; sets it to 431
+ * (too big: the client's doing) or 503 (no memory: ours) on failure. */
+static void head_add(grace_http_request *req, const char *p, size_t n,
+                     size_t max, int *status) {
+  if (*status != 0)
+    return;
+  int rv = grace__dbuf_append(&req->head, p, n, max);
+  if (rv != 0)
+    *status = rv == GRACE_ENOMEM ? 503 : 431;
+}
+
 static void on_request_headers(grace__h2_stream *s, void *user) {
   h2c *h = user;
   grace_http_server *srv = h->srv;
@@ -182,30 +193,29 @@ static void on_request_headers(grace__h2_stream *s, void *user) {
   req->keep_alive = 1;
   /* The same layout as an HTTP/1.1 request: target, then the headers. */
   const char *path = grace__h2_stream_path(s);
-  bad |= grace__dbuf_append(&req->head, path, strlen(path), max);
+  head_add(req, path, strlen(path), max, &bad);
   if (query != NULL) {
-    bad |= grace__dbuf_append(&req->head, "?", 1, max);
-    bad |= grace__dbuf_append(&req->head, query, strlen(query), max);
+    head_add(req, "?", 1, max, &bad);
+    head_add(req, query, strlen(query), max, &bad);
   }
-  bad |= grace__dbuf_append(&req->head, "", 1, max);
+  head_add(req, "", 1, max, &bad);
   req->headers_off = req->head.len;
   while (grace__h2_stream_header_next(s, &iter, &name, &value)) {
-    bad |= grace__dbuf_append(&req->head, name, strlen(name) + 1, max);
-    bad |= grace__dbuf_append(&req->head, value, strlen(value) + 1, max);
+    head_add(req, name, strlen(name) + 1, max, &bad);
+    head_add(req, value, strlen(value) + 1, max, &bad);
     req->nheaders++;
   }
   const char *authority = grace__h2_stream_authority(s);
   if (authority[0] != '\0' && grace__h2_stream_header(s, "host") == NULL) {
-    bad |= grace__dbuf_append(&req->head, "host", 5, max);
-    bad |=
-        grace__dbuf_append(&req->head, authority, strlen(authority) + 1, max);
+    head_add(req, "host", 5, max, &bad);
+    head_add(req, authority, strlen(authority) + 1, max, &bad);
     req->nheaders++;
   }
   req->headers_end = req->head.len;
   if (!bad)
     grace__req_finish_head(req, grace__h2_stream_method(s));
   if (bad || req->error_status) {
-    int status = bad ? 431 : req->error_status;
+    int status = bad ? bad : req->error_status;
     char body[64];
     int len = snprintf(body, sizeof(body), "%d %s", status,
                        grace_http_status_text(status));
@@ -723,23 +733,28 @@ int grace__req_stream_alive(const grace_http_request *req) {
 
 /* Pulls the session's output unless inside its callbacks, where the
  * reader flushes once they return. */
-static void after_send(grace_http_request *req) { flush(req->proto); }
+/* The flush can end the connection (the session failed: no memory to
+ * serialise a frame), and with it the stream, whose owner was told so in
+ * its callbacks and dropped what it had queued: a send that was accepted
+ * then reports GRACE_ECLOSED, not success. */
+static int after_send(grace_http_request *req, int rv) {
+  flush(req->proto);
+  if (rv == 0 && !grace__req_stream_alive(req))
+    rv = GRACE_ECLOSED;
+  return rv;
+}
 
 int grace__req_send_headers(grace_http_request *req, int status,
                             const grace__h2_header *h, size_t n) {
   if (!grace__req_stream_alive(req))
     return GRACE_ECLOSED;
-  int rv = grace__h2_respond_headers(req->stream, status, h, n);
-  after_send(req);
-  return rv;
+  return after_send(req, grace__h2_respond_headers(req->stream, status, h, n));
 }
 
 int grace__req_send_data(grace_http_request *req, const void *p, size_t n) {
   if (!grace__req_stream_alive(req))
     return GRACE_ECLOSED;
-  int rv = grace__h2_send_data(req->stream, p, n, 0);
-  after_send(req);
-  return rv;
+  return after_send(req, grace__h2_send_data(req->stream, p, n, 0));
 }
 
 /* Ends a streaming request: forgets it on both sides and frees it. */
