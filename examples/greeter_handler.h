@@ -60,6 +60,10 @@ static void greet_reply(grace_grpc_call *call, const char *name) {
 
 static void greet_wake(uv_timer_t *timer) {
   greet_wait *h = timer->data;
+  /* Answered from here on: the send in greet_reply can end the stream (no
+   * memory for its frames), and the cancel that runs then must neither
+   * close this timer nor finish the call a second time. */
+  grace_grpc_call_set_data(h->call, NULL);
   greet_reply(h->call, h->name);
   uv_close((uv_handle_t *)&h->timer, greet_closed);
 }
