@@ -412,7 +412,14 @@ static void flush(grace_grpc_call *call) {
     if (rv == GRACE_EBUSY)
       break; /* hook_send_ready comes back */
     if (rv != 0) {
-      sends_end(call, GRACE_ECLOSED); /* the stream is gone */
+      /* The stream is gone, or could not take the message (no memory):
+       * then the call fails, and never ends OK without its message. */
+      if (rv != GRACE_ECLOSED)
+        call_fail(call,
+                  rv == GRACE_ENOMEM ? GRACE_GRPC_RESOURCE_EXHAUSTED
+                                     : GRACE_GRPC_INTERNAL,
+                  grace_strerror(rv));
+      sends_end(call, GRACE_ECLOSED);
       continue;
     }
     pthread_mutex_lock(&call->lock);
