@@ -174,9 +174,9 @@ static void respond_error(grace__h2 *h2, grace__h2_stream *s, int status) {
       {"content-type", "text/plain; charset=utf-8"}};
   const char *text = status == 431 ? "431 Request Header Fields Too Large"
                                    : "413 Request Entity Too Large";
+  (void)h2;
   if (grace__h2_respond(s, status, ct, 1, text, strlen(text)) != 0)
-    nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, s->id,
-                              NGHTTP2_INTERNAL_ERROR);
+    grace__h2_reset(s, NGHTTP2_INTERNAL_ERROR);
 }
 
 static int head_append(grace__h2 *h2, grace__h2_stream *s, const void *p,

@@ -399,6 +399,14 @@ int grace__h2_reset(grace__h2_stream *s, uint32_t error_code) {
   h2 = s->h2;
   rv = nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, s->id,
                                  error_code);
+  if (rv == NGHTTP2_ERR_NOMEM) {
+    /* No memory for the RST_STREAM: a stream that cannot be ended would
+     * wait forever, so the connection ends (the transport's flush closes
+     * it once the session is dead; every stream on it is then closed). */
+    h2->session_dead = 1;
+    if (h2->error == 0)
+      h2->error = GRACE_ENOMEM;
+  }
   if (rv != 0)
     return grace__h2_map_ng(rv);
   s->flags |= SF_RESET;

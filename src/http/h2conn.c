@@ -220,7 +220,8 @@ static void on_request_headers(grace__h2_stream *s, void *user) {
     int len = snprintf(body, sizeof(body), "%d %s", status,
                        grace_http_status_text(status));
     grace__req_free(req);
-    grace__h2_respond(s, status, NULL, 0, body, (size_t)len);
+    if (grace__h2_respond(s, status, NULL, 0, body, (size_t)len) != 0)
+      grace__h2_reset(s, NGHTTP2_INTERNAL_ERROR);
     return;
   }
   req->is_head = strcmp(grace__h2_stream_method(s), "HEAD") == 0;
