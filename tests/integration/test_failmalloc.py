@@ -106,6 +106,26 @@ class FailMalloc(gracetest.ProgramTestCase):
                "GRACE_FAILMALLOC_SEED": str(seed), "GRACE_FAILMALLOC_RATE": str(rate)}
         return self.start(name, *args, env=env)
 
+    def wait_settled(self, p):
+        """Waits until every thread of |p| sleeps, in two looks 20 ms apart:
+        a program that answered a request may still be finishing its start
+        on its main thread (grace_upgrader_ready, a loop thread's on_start),
+        whose allocations must not fail."""
+        deadline = time.monotonic() + 5.0
+        calm = 0
+        while calm < 2:
+            self.assertLess(time.monotonic(), deadline, "%s never settled" % p.name)
+            states = []
+            for tid in os.listdir("/proc/%d/task" % p.pid):
+                try:
+                    with open("/proc/%d/task/%s/stat" % (p.pid, tid)) as fp:
+                        stat = fp.read()
+                except OSError:
+                    continue
+                states.append(stat[stat.rindex(")") + 2:].split()[0])
+            calm = calm + 1 if states and all(st == "S" for st in states) else 0
+            time.sleep(0.02)
+
     def switch_on(self):
         open(self.switch, "w").close()
         self.addCleanup(self.switch_off)  # also when a check fails
@@ -306,6 +326,9 @@ class FailMalloc(gracetest.ProgramTestCase):
                               ["-addr", "127.0.0.1:%d" % port, "-loops", "2",
                                "-shutdown-timeout", "5s"], seed, rate)
         p.wait_port(port)
+        r = gracetest.get(port, "/")  # it serves
+        self.assertEqual((r.status, r.body), (200, b"Hello, World!\n"))
+        self.wait_settled(p)
         f = Failures()
         self.switch_on()
         targets = self.h1_traffic(port, f)
@@ -407,6 +430,16 @@ class FailMalloc(gracetest.ProgramTestCase):
         p = self.start_faulty("greeter-server", ["-port", str(port), "-loops", "2"],
                               seed, rate)
         p.wait_port(port)
+        # It serves: grace_grpc_server_start has returned (the port listens
+        # before), and nothing of its start is left to fail.
+        ch = grpc.insecure_channel("127.0.0.1:%d" % port,
+                                   options=[("grpc.use_local_subchannel_pool", 1)])
+        self.addCleanup(ch.close)
+        call = ch.unary_unary("/Greeter/SayHello", request_serializer=IDENT,
+                              response_deserializer=IDENT)
+        self.assertEqual(hello_reply_message(call(hello_request("before"), timeout=5.0)),
+                         "Hello before")
+        self.wait_settled(p)
         f = Failures()
         payload = os.path.join(self.tmp, "hello.bin")
         msg = hello_request("h2load")
