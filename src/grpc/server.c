@@ -284,15 +284,25 @@ static void end_stream(grace_grpc_call *call, grace_grpc_code code,
     }
   }
   /* The handler's metadata: its trailers, and in a trailers-only answer
-   * its headers too (the metadata were not copied while the stream was
-   * alive only if out of memory: then the status goes without them). */
+   * its headers too.  Without memory to copy them the call fails
+   * (RESOURCE_EXHAUSTED): its status never goes out without them. */
   size_t all_n = n;
   grace__h2_header *all = NULL;
   pthread_mutex_lock(&call->lock);
-  if (call->trailers.n > 0 || (!call->headers_sent && call->headers.n > 0))
+  int with_md =
+      call->trailers.n > 0 || (!call->headers_sent && call->headers.n > 0);
+  if (with_md)
     all = md_join(h, n, &call->trailers,
                   call->headers_sent ? NULL : &call->headers, &all_n);
   pthread_mutex_unlock(&call->lock);
+  if (with_md && all == NULL) {
+    snprintf(status, sizeof(status), "%u",
+             (unsigned)GRACE_GRPC_RESOURCE_EXHAUSTED);
+    if (enc != NULL)
+      n--; /* the handler's grpc-message, last */
+    h[n++] = (grace__h2_header){"grpc-message", "out of memory"};
+    all_n = n;
+  }
   if (call->headers_sent)
     grace__req_finish_trailers(req, all != NULL ? all : h, all_n);
   else
@@ -332,9 +342,12 @@ static int apply_send(grace_grpc_call *call, const uint8_t *bytes, size_t len) {
     static const grace__h2_header ct[] = {{"content-type", "application/grpc"}};
     size_t n = 1;
     pthread_mutex_lock(&call->lock);
+    int with_md = call->headers.n > 0;
     grace__h2_header *h =
-        call->headers.n > 0 ? md_join(ct, 1, &call->headers, NULL, &n) : NULL;
+        with_md ? md_join(ct, 1, &call->headers, NULL, &n) : NULL;
     pthread_mutex_unlock(&call->lock);
+    if (with_md && h == NULL)
+      return GRACE_ENOMEM; /* never the headers without the handler's */
     int rv = grace__req_send_headers(call->req, 200, h != NULL ? h : ct,
                                      h != NULL ? n : 1);
     free(h);

@@ -488,6 +488,68 @@ class FailMalloc(gracetest.ProgramTestCase):
                 self.grpc_run(seed, 8, 100)
 
 
+    # -- gRPC metadata (tests/programs/grpc-interop-server) ------------------
+
+    def metadata_call(self, port, f, counter):
+        """UnaryCall with metadata the server echoes (custom_metadata): an OK
+        answer carries both echoes, or it lost data."""
+        ch = grpc.insecure_channel("127.0.0.1:%d" % port,
+                                   options=[("grpc.use_local_subchannel_pool", 1)])
+        try:
+            call = ch.unary_unary("/grpc.testing.TestService/UnaryCall",
+                                  request_serializer=IDENT, response_deserializer=IDENT)
+            counter[0] += 1
+            initial = "v-%d" % counter[0]
+            trailing = b"\x0a" + str(counter[0]).encode()
+            try:
+                reply, c = call.with_call(
+                    b"", timeout=5.0,
+                    metadata=[("x-grpc-test-echo-initial", initial),
+                              ("x-grpc-test-echo-trailing-bin", trailing)])
+            except grpc.RpcError as e:
+                if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL,
+                                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                grpc.StatusCode.CANCELLED):
+                    f.fail()
+                else:
+                    f.bad("UnaryCall: %s %s" % (e.code(), e.details()))
+                return False
+            got_i = dict(c.initial_metadata()).get("x-grpc-test-echo-initial")
+            got_t = dict(c.trailing_metadata()).get("x-grpc-test-echo-trailing-bin")
+            if reply is None or got_i != initial or got_t != trailing:
+                f.bad("UnaryCall OK but reply %r, echoes %r %r (sent %r %r)"
+                      % (reply, got_i, got_t, initial, trailing))
+                return False
+            f.good()
+            return True
+        finally:
+            ch.close()
+
+    def metadata_run(self, seed, rate, min_failures):
+        port = free_port()
+        p = self.start_faulty("grpc-interop-server", ["-port", str(port)], seed, rate)
+        p.wait_port(port)
+        f = Failures()
+        counter = [0]
+        self.assertTrue(self.metadata_call(port, f, counter), f.wrong)
+        self.wait_settled(p)
+        self.switch_on()
+        self.run_threads([lambda: self.metadata_call(port, f, counter)] * 3)
+        self.switch_off()
+        self.check_after(p, f)
+        g = Failures()
+        self.assertTrue(self.metadata_call(port, g, counter), g.wrong)
+        p.send_signal(signal.SIGTERM)
+        self.check_exit(p, min_failures)
+        self.assertIn("gRPC server graceful shutdown completed", p.messages())
+
+    @unittest.skipUnless(grpc is not None, "python3-grpcio is not importable")
+    def test_grpc_metadata_rate_1_in_8(self):
+        for seed in SEEDS or (5, 6):
+            with self.subTest(seed=seed):
+                self.metadata_run(seed, 8, 50)
+
+
 if __name__ == "__main__":
     if gracetest.SANITIZE or gracetest.TSAN:
         sys.stderr.write("SKIP: failmalloc interposes malloc, which ASan and TSan own "
