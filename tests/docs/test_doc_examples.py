@@ -1,20 +1,25 @@
 """The guides' programs (docs/examples/<part>.c) run as the guides say.
 
     test_doc_examples.py PART     PART: http, grpc, tcp, worker, group,
-                                  upgrade (one ctest each: docs.example.PART)
+                                  upgrade, tls (one ctest each:
+                                  docs.example.PART)
 
 Each test starts the program the guide includes, makes one real request of
 it (or watches it work, for the worker), sends SIGTERM and expects exit
 status 0 with the shutdown the guide describes.  $GRACE_DOC_BIN_DIR holds
 the programs (<build>/docs/examples); $GRACE_BIN_DIR the tree's examples
-(greeter-client, the gRPC test's client).  Standard library only.
+(greeter-client, the gRPC test's client).  Standard library only, and for
+TLS the openssl and curl commands.
 """
 
 import os
 import re
+import shutil
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
@@ -167,7 +172,94 @@ class Upgrade(DocExample):
         self.assertIsNotNone(gracetest.connect_error(port))
 
 
-PARTS = {c.part: c for c in (Http, Tcp, Worker, Group, Grpc, Upgrade)}
+class Tls(DocExample):
+    part = "tls"
+
+    def setUp(self):
+        super().setUp()
+        for tool in ("openssl", "curl"):
+            self.assertIsNotNone(shutil.which(tool), "the test needs " + tool)
+        self.dir = tempfile.mkdtemp(prefix="grace-doc-tls-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        # What the program reads at its start and rereads at SIGHUP.
+        self.cert = os.path.join(self.dir, "server.crt")
+        self.key = os.path.join(self.dir, "server.key")
+
+    def make_cert(self, name, serial):
+        """A self-signed certificate for 127.0.0.1 with |serial|; returns
+        (cert path, key path)."""
+        cert = os.path.join(self.dir, name + ".crt")
+        key = os.path.join(self.dir, name + ".key")
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key,
+             "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+             "-set_serial", str(serial),
+             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return cert, key
+
+    def install(self, cert_data, key_data):
+        """Replaces the files the program reads (each renamed into place)."""
+        for data, dst in ((cert_data, self.cert), (key_data, self.key)):
+            with open(dst + ".tmp", "wb") as f:
+                f.write(data)
+            os.replace(dst + ".tmp", dst)
+
+    def curl(self, port, ca, flag):
+        """(body, HTTP version) of GET /hello with curl."""
+        c = subprocess.run(
+            ["curl", "-sS", "--max-time", "10", "--cacert", ca, flag,
+             "-w", "\n%{http_version}", "https://%s:%d/hello" % (HOST, port)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.assertEqual(c.returncode, 0, c.stderr.decode())
+        body, version = c.stdout.decode().rsplit("\n", 1)
+        return body, version
+
+    def serial(self, port):
+        """The serial of the certificate a new handshake gets."""
+        hs = subprocess.run(
+            ["openssl", "s_client", "-connect", "%s:%d" % (HOST, port)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, timeout=10)
+        x = subprocess.run(["openssl", "x509", "-noout", "-serial"],
+                           input=hs.stdout, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=10)
+        self.assertEqual(x.returncode, 0, x.stderr.decode())
+        return x.stdout.decode().strip()
+
+    def test_https_both_versions_reload_then_sigterm(self):
+        a_cert, a_key = self.make_cert("a", 1)
+        b_cert, b_key = self.make_cert("b", 2)
+        with open(a_cert, "rb") as f:
+            a = f.read()
+        with open(a_key, "rb") as f:
+            self.install(a, f.read())
+        prog, port = self.start_part("%s:0" % HOST, self.cert, self.key)
+        # One port, both versions: ALPN chooses.
+        self.assertEqual(self.curl(port, a_cert, "--http1.1"), ("hello\n", "1.1"))
+        self.assertEqual(self.curl(port, a_cert, "--http2"), ("hello\n", "2"))
+        self.assertEqual(self.serial(port), "serial=01")
+        # A bad pair (certificate b, key a) is refused: a stays.
+        with open(b_cert, "rb") as f:
+            b = f.read()
+        with open(a_key, "rb") as f:
+            self.install(b, f.read())
+        prog.send_signal(signal.SIGHUP)
+        prog.wait_line(r"SIGHUP: reload refused", timeout=EXIT)
+        self.assertEqual(self.serial(port), "serial=01")
+        # The good pair b: new handshakes get it.
+        with open(b_key, "rb") as f:
+            self.install(b, f.read())
+        prog.send_signal(signal.SIGHUP)
+        prog.wait_line(r"SIGHUP: TLS certificate reloaded$", timeout=EXIT)
+        self.assertEqual(self.serial(port), "serial=02")
+        self.assertEqual(self.curl(port, b_cert, "--http2"), ("hello\n", "2"))
+        self.stop(prog, "Shutdown Server", "HTTPS server graceful shutdown completed")
+        self.assertIsNotNone(gracetest.connect_error(port))
+
+
+PARTS = {c.part: c for c in (Http, Tcp, Worker, Group, Grpc, Upgrade, Tls)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in PARTS:
