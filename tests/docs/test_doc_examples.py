@@ -1,7 +1,7 @@
 """The guides' programs (docs/examples/<part>.c) run as the guides say.
 
     test_doc_examples.py PART     PART: http, grpc, tcp, worker, group,
-                                  upgrade, tls (one ctest each:
+                                  upgrade, tls, embed (one ctest each:
                                   docs.example.PART)
 
 Each test starts the program the guide includes, makes one real request of
@@ -259,7 +259,24 @@ class Tls(DocExample):
         self.assertIsNotNone(gracetest.connect_error(port))
 
 
-PARTS = {c.part: c for c in (Http, Tcp, Worker, Group, Grpc, Upgrade, Tls)}
+class Embed(DocExample):
+    part = "embed"
+
+    def test_request_then_sigterm(self):
+        prog, port = self.start_part("%s:0" % HOST)
+        c = subprocess.run(["curl", "-sS", "--max-time", "10",
+                            "http://%s:%d/hello" % (HOST, port)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.assertEqual((c.returncode, c.stdout), (0, b"hello\n"),
+                         c.stderr.decode())
+        self.stop(prog, "Shutdown Server",
+                  "blocking shutdown on the loop thread: GRACE_EDEADLK",
+                  "graceful shutdown completed")
+        self.assertIsNotNone(gracetest.connect_error(port))
+
+
+PARTS = {c.part: c for c in (Http, Tcp, Worker, Group, Grpc, Upgrade, Tls,
+                             Embed)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in PARTS:
