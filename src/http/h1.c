@@ -767,10 +767,20 @@ static void idle_on_shutdown(grace__conn *c);
 void grace__h1_spread_over(grace__conn *c) {
   if (grace__conn_closing(c) || !grace__conn_shutting_down(c))
     return;
-  if (c->proto == &grace__h1_proto)
+  if (c->proto == &grace__h1_proto) {
     h1_on_shutdown(c);
-  else if (c->proto == &grace__h1_idle_proto)
+  } else if (c->proto == &grace__h1_idle_proto) {
+    grace_http_server *srv = c->pdata;
+    int64_t idle = grace__conn_idle_ms(c);
+      if (idle >= 0 &&
+        idle < grace__server_spread_elapsed(&srv->sv) / GRACE_MILLISECOND) {
+      /* Answered during the window: its next request may be on its way
+       * (see GRACE__LAST_CALL_MS); this replaces the idle deadline. */
+      grace__conn_timer(c, GRACE__TL_LAST_CALL);
+      return;
+    }
     idle_on_shutdown(c);
+  }
 }
 
 static unsigned h1_on_force(grace__conn *c) {
@@ -831,6 +841,10 @@ static void idle_on_eof(grace__conn *c) {
 }
 
 static void idle_on_timer(grace__conn *c, unsigned list) {
+  if (list == GRACE__TL_LAST_CALL) {
+    idle_on_shutdown(c); /* no request came: closed as at the window's end */
+    return;
+  }
   if (list == GRACE__TL_SEND) {
     /* Its last answer is not being read (nginx's send_timeout). */
     grace__conn_count_cut(c, 1);

@@ -37,6 +37,15 @@
  * before it sends the final one (h2o waits 1 s, grpc-go 5 s). */
 #define GRACE__GOAWAY_ACK_MS 1000
 
+/* When a close spread's window ends, an idle HTTP/1.1 connection that was
+ * answered during the window is not closed at once: its client is using
+ * it and may be sending its next request at that very moment (one that
+ * was starved of CPU past its connection's moment, say), and a close would
+ * fail that request.  It gets this long more for it (the answer says
+ * Connection: close).  One idle since before the shutdown began is closed
+ * at the window's end, as an idle timeout would close it. */
+#define GRACE__LAST_CALL_MS 250
+
 /* Most request header fields (Apache's LimitRequestFields); more is 431. */
 #define GRACE__MAX_HEADER_FIELDS 100
 

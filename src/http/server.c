@@ -100,6 +100,7 @@ static void loop_open(grace__server_loop *sl) {
   grace__conn_loop_timeout(cl, GRACE__TL_LINGER, GRACE__CONN_LINGER_MS);
   grace__conn_loop_timeout(cl, GRACE__TL_SEND, ms(srv->opts.send_timeout));
   grace__conn_loop_timeout(cl, GRACE__TL_GOAWAY, GRACE__GOAWAY_ACK_MS);
+  grace__conn_loop_timeout(cl, GRACE__TL_LAST_CALL, GRACE__LAST_CALL_MS);
   if (srv->opts.tls != NULL)
     grace__conn_loop_timeout(cl, GRACE__TL_HANDSHAKE,
                              grace__tls_handshake_ms(srv->opts.tls));

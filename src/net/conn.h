@@ -58,6 +58,8 @@ enum {
   GRACE__TL_GOAWAY,     /* protocol slot: HTTP/2 PING ack awaited */
   GRACE__TL_STREAM,     /* protocol slot: HTTP/2 stream inactivity sweep */
   GRACE__TL_HANDSHAKE,  /* read slot: TLS handshake (closes, as linger) */
+  GRACE__TL_LAST_CALL,  /* read slot: a close spread is over, but the
+                         * connection was answered a moment ago */
   GRACE__TL_COUNT
 };
 
@@ -348,6 +350,11 @@ void grace__conn_ptimer_init(grace__conn_ptimer *t, grace__conn *c);
 void grace__conn_ptimer_arm(grace__conn_ptimer *t, unsigned list);
 void grace__conn_ptimer_stop(grace__conn_ptimer *t);
 int grace__conn_ptimer_armed(const grace__conn_ptimer *t);
+
+/* How long |c| has been idle, in milliseconds (its read slot holds the
+ * idle deadline), or -1 when that is not known (not idle, no loop, or no
+ * idle timeout). */
+int64_t grace__conn_idle_ms(const grace__conn *c);
 
 /* Sets the state reported to the registry (NEW, ACTIVE, IDLE). */
 void grace__conn_set_state(grace__conn *c, int state);

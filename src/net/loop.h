@@ -26,7 +26,7 @@
 
 #include "net/list.h"
 
-#define GRACE__TLISTS 8
+#define GRACE__TLISTS 10
 
 typedef struct grace__loop grace__loop;
 typedef struct grace__loopset grace__loopset;

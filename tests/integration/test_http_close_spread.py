@@ -181,6 +181,44 @@ class CloseSpread(gracetest.ProgramTestCase):
         self.assertLess(p.exit_time - t_eof, PROMPT)
         self.assertEqual(p.messages(), [SHUTDOWN, STOPPED, COMPLETED])
 
+    def test_connection_used_in_the_window_gets_a_last_call(self):
+        """A connection answered keep-alive during the window (its client
+        uses it) is idle at the window's end: it is not closed then, since
+        its next request may be on its way; it gets GRACE__LAST_CALL_MS
+        (250 ms) more, and a request in that time is answered with
+        Connection: close.  One that sends nothing more is closed then."""
+        window = 1.0
+        p, port = self.start_server("-close-spread", "%gs" % window)
+        conns = [self.conn(port) for _ in range(8)]
+        for c in conns:  # every connection is accepted before the signal
+            c.send(request("/"))
+            self.assertEqual(c.read_response().status, 200)
+        t_sig = p.send_signal(signal.SIGTERM)
+        p.wait_line(STOPPED + "$", timeout=2.0)
+        # At once: an answer before its moment keeps the connection.
+        kept = []
+        for c in conns:
+            c.send(request("/"))
+            r = c.read_response()
+            self.assertEqual((r.status, r.body), (200, HELLO))
+            if not r.has_token("connection", "close"):
+                kept.append(c)
+        self.assertGreaterEqual(len(kept), 2, "the moments are spread over the window")
+        used, silent = kept[0], kept[1]
+        # Past the window's end, within the last call: answered, then closed.
+        time.sleep(max(0.0, t_sig + window + 0.1 - now()))
+        used.send(request("/"))
+        r = used.read_response()
+        self.assertEqual((r.status, r.body), (200, HELLO))
+        self.assertTrue(r.has_token("connection", "close"), r)
+        used.expect_close(timeout=2.0)
+        # The one that sent nothing is closed at the last call's end.
+        t_eof = silent.expect_close(timeout=3.0)
+        self.report("signal -> silent connection closed", (t_eof - t_sig) * 1000)
+        self.assertGreaterEqual(t_eof - t_sig, window + 0.2)
+        self.assertLess(t_eof - t_sig, window + 0.25 + PROMPT)
+        self.assertEqual(p.wait_exit(2.0), 0)
+
     def test_without_close_spread_idle_connection_closed_at_once(self):
         for flags in ((), ("-close-spread", "0s")):
             p, port = self.start_server(*flags)
