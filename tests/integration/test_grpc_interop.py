@@ -234,10 +234,23 @@ class GrpcInterop(GrpcTestCase):
         self.assertEqual(call.code(), grpc.StatusCode.CANCELLED)
 
     def test_timeout_on_sleeping_server(self):
-        call = self.ss("FullDuplexCall")(iter([output_request(payload_size=27182)]),
-                                         timeout=0.001)
-        with self.assertRaises(grpc.RpcError) as cm:
-            list(call)
+        # As the interop description says, the client sends its request and
+        # keeps its side open: the server, asked for no response, waits for
+        # more, so only the 1 ms deadline can end the call.  (A request
+        # stream that ended would let the server answer OK, which a loaded
+        # machine sometimes sent before the client's deadline.)
+        done = threading.Event()
+
+        def requests():
+            yield output_request(payload_size=27182)
+            done.wait(10)
+
+        call = self.ss("FullDuplexCall")(requests(), timeout=0.001)
+        try:
+            with self.assertRaises(grpc.RpcError) as cm:
+                list(call)
+        finally:
+            done.set()
         self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
 
     def test_status_code_and_message(self):
