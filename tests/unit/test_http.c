@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -630,25 +631,36 @@ static void on_state(uint64_t id, grace_conn_state st, void *data) {
   __atomic_fetch_add(&((states *)data)->seen[st], 1, __ATOMIC_RELAXED);
 }
 
-static void blocking_sleep(grace_http_request *req, void *data) {
+/* Released by the test once it saw the loop answer meanwhile. */
+static sem_t blocking_release;
+static int blocking_started;
+
+static void blocking_wait(grace_http_request *req, void *data) {
   (void)data;
-  usleep(100000); /* blocks a pool thread, not the loop */
+  __atomic_fetch_add(&blocking_started, 1, __ATOMIC_RELEASE);
+  /* Blocks a pool thread, not the loop, until the test says so. */
+  while (sem_wait(&blocking_release) != 0 && errno == EINTR) {
+  }
   grace_http_respond(req, 200, "slept", 5);
 }
 
 static void blocking(grace_http_request *req, void *data) {
-  if (grace_http_run_blocking(req, blocking_sleep, data) != 0)
+  if (grace_http_run_blocking(req, blocking_wait, data) != 0)
     grace_http_respond(req, 500, NULL, 0);
 }
 
-/* Blocking handlers run on the thread pool: while several sleep, the loop
- * keeps answering other requests at once. */
+/* Blocking handlers run on the thread pool: while several are blocked, the
+ * loop answers other requests.  No clock: the blocked ones are released
+ * only after another request was answered, so a loop that ran them itself
+ * would never answer it (recv_until fails after 2 s). */
 static void test_run_blocking_keeps_loop_free(void **state) {
   (void)state;
   grace_http_options opts;
   grace_http_options_init(&opts);
   opts.loops = 1;
   grace_http_server *srv;
+  assert_int_equal(sem_init(&blocking_release, 0, 0), 0);
+  blocking_started = 0;
   assert_int_equal(grace_http_server_new(&opts, &srv), 0);
   assert_int_equal(grace_http_server_handle(srv, "/block", blocking, NULL), 0);
   assert_int_equal(grace_http_server_handle(srv, "/hello", hello, NULL), 0);
@@ -661,20 +673,31 @@ static void test_run_blocking_keeps_loop_free(void **state) {
     slow[i] = dial(port);
     send_str(slow[i], "GET /block HTTP/1.1\r\nHost: x\r\n\r\n");
   }
-  usleep(10000);
-  int64_t t0 = now_ms();
+  /* All three are blocked before the next request (a loop running them
+   * itself would be stuck in the first). */
+  for (int waited = 0; __atomic_load_n(&blocking_started, __ATOMIC_ACQUIRE) < 3;
+       waited++) {
+    assert_true(waited < 2000);
+    usleep(1000);
+  }
   int fd = dial(port);
   send_str(fd, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
   recv_until(fd, buf, sizeof(buf), "hello\n", 2000);
   assert_non_null(strstr(buf, "200 OK"));
-  assert_true(now_ms() - t0 < 80);
   close(fd);
+  for (int i = 0; i < 3; i++) {
+    struct pollfd pfd = {.fd = slow[i], .events = POLLIN};
+    assert_int_equal(poll(&pfd, 1, 0), 0); /* still blocked: no answer */
+  }
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(sem_post(&blocking_release), 0);
   for (int i = 0; i < 3; i++) {
     recv_until(slow[i], buf, sizeof(buf), "slept", 2000);
     assert_non_null(strstr(buf, "slept"));
     close(slow[i]);
   }
   grace_http_server_free(srv);
+  sem_destroy(&blocking_release);
 }
 
 static void test_conn_states_observed(void **state) {
