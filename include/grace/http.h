@@ -33,7 +33,9 @@
  *     (grace_http_options.close_spread) HTTP/1.1 connections are instead
  *     closed one by one over that window, each by a response that carries
  *     "Connection: close", and only what is idle at its end is closed
- *     unasked; HTTP/2 connections get their GOAWAY at once either way;
+ *     unasked (one answered during the window, whose client is using it,
+ *     gets 250 ms more for its next request first); HTTP/2 connections get
+ *     their GOAWAY at once either way;
  *  4. completion is reported the moment the last connection closes: no
  *     polling interval, no timer tick.
  * grace_http_server_close drops whatever is left.
@@ -132,8 +134,10 @@ typedef struct grace_http_options {
    * answer that starts after it carries "Connection: close" and the
    * connection closes after it.  Requests arriving on an idle connection
    * during the window are served normally.  At the window's end, every
-   * HTTP/1.1 connection still idle is closed and every answer still to
-   * start carries "Connection: close", as without a spread.  HTTP/2
+   * HTTP/1.1 connection still idle is closed (one that was answered during
+   * the window first gets 250 ms more for its next request, since its
+   * client is using it) and every answer still to start carries
+   * "Connection: close", as without a spread.  HTTP/2
    * connections (prior knowledge, gRPC) get their GOAWAY at once whatever
    * this says.  The timeouts keep running during the window; the drain
    * still completes the moment the last connection closes (before the
