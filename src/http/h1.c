@@ -772,7 +772,7 @@ void grace__h1_spread_over(grace__conn *c) {
   } else if (c->proto == &grace__h1_idle_proto) {
     grace_http_server *srv = c->pdata;
     int64_t idle = grace__conn_idle_ms(c);
-      if (idle >= 0 &&
+    if (idle >= 0 &&
         idle < grace__server_spread_elapsed(&srv->sv) / GRACE_MILLISECOND) {
       /* Answered during the window: its next request may be on its way
        * (see GRACE__LAST_CALL_MS); this replaces the idle deadline. */
@@ -874,8 +874,8 @@ const grace__conn_proto grace__h1_idle_proto = {
  */
 
 static int head_append(h1 *h, const char *at, size_t len) {
-  int rv = grace__dbuf_append(&h->req->head, at, len,
-                              h->srv->opts.max_header_bytes);
+  int rv =
+      grace__dbuf_append(&h->req->head, at, len, h->srv->opts.max_header_bytes);
   if (rv != 0) {
     /* Too big is the client's doing; no memory is ours. */
     h->req->error_status = rv == GRACE_ENOMEM ? 503 : 431;

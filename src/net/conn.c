@@ -40,12 +40,12 @@ static int tls_close_notify(grace__conn *c);
 struct grace__conn_tls {
   grace__conn *conn;
   SSL *ssl;
-  BIO *rbio;          /* ciphertext read, for the SSL (owned by ssl) */
-  BIO *wbio;          /* ciphertext the SSL wrote (owned by ssl) */
-  grace__post post;   /* a read of what the SSL holds already */
-  int posted;         /* post is queued (holding a reference) */
-  int established;    /* the handshake is done */
-  int sent_shutdown;  /* close_notify is written */
+  BIO *rbio;         /* ciphertext read, for the SSL (owned by ssl) */
+  BIO *wbio;         /* ciphertext the SSL wrote (owned by ssl) */
+  grace__post post;  /* a read of what the SSL holds already */
+  int posted;        /* post is queued (holding a reference) */
+  int established;   /* the handshake is done */
+  int sent_shutdown; /* close_notify is written */
 };
 
 static ssize_t discard_read(grace__conn *c, const uint8_t *p, size_t n) {
@@ -208,7 +208,7 @@ static grace__conn *conn_alloc(grace__conn_reg *reg,
   c->proto = proto;
   c->pdata = pdata;
   c->fd = -1;
-  c->refs = 1; /* the socket's */
+  c->refs = 1;                 /* the socket's */
   c->state = GRACE__CS_CLOSED; /* so the first set_state reports NEW */
   grace__list_init(&c->link);
   grace__list_init(&c->plink);

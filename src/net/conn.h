@@ -131,7 +131,7 @@ struct grace__conn_loop {
   int prepare_open;
   uint8_t *rbuf;
   size_t rbuf_size;
-  uint8_t *tbuf; /* TLS: ciphertext read from a socket, on its way in */
+  uint8_t *tbuf;     /* TLS: ciphertext read from a socket, on its way in */
   int shutting_down; /* a graceful shutdown began */
   int closing;       /* everything is being closed */
 };

@@ -67,8 +67,8 @@ static void answer(grace_http_request *req) {
         grace_http_response_header(req, "Transfer-Encoding", "chunked"), 0);
     assert_int_equal(grace_http_response_header(req, "X-Kept", "yes"), 0);
     /* A name is a token; a value has no control character but a tab. */
-    static const char *const bad_names[] = {"", "X Bad", "X:y", "X\x01",
-                                            "X(y)", "X\"y", "caf\xc3\xa9"};
+    static const char *const bad_names[] = {
+        "", "X Bad", "X:y", "X\x01", "X(y)", "X\"y", "caf\xc3\xa9"};
     for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++)
       assert_int_equal(grace_http_response_header(req, bad_names[i], "v"),
                        GRACE_EINVAL);
@@ -77,8 +77,8 @@ static void answer(grace_http_request *req) {
     for (size_t i = 0; i < sizeof(bad_values) / sizeof(bad_values[0]); i++)
       assert_int_equal(grace_http_response_header(req, "X-V", bad_values[i]),
                        GRACE_EINVAL);
-    assert_int_equal(grace_http_response_header(req, "X-Tab", "a\tb caf\xc3\xa9"),
-                     0);
+    assert_int_equal(
+        grace_http_response_header(req, "X-Tab", "a\tb caf\xc3\xa9"), 0);
     assert_int_equal(grace_http_response_header(req, "!#$%&'*+-.^_`|~09az", ""),
                      0);
     grace_http_respond(req, 200, "abc", 3);
