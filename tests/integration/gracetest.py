@@ -27,6 +27,7 @@ A test module does:
 import errno
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -279,11 +280,29 @@ class Program:
                 self._cond.wait(left)
             rc = self.returncode
         if rc is None:
+            stacks = self.thread_stacks()
             self.kill()
-            raise AssertionError("%s did not exit within %.1fs; killed with SIGKILL\n%s"
-                                 % (self.name, timeout, self.describe()))
+            raise AssertionError("%s did not exit within %.1fs; killed with SIGKILL\n%s%s"
+                                 % (self.name, timeout, self.describe(), stacks))
         self._join_readers()
         return rc
+
+    def thread_stacks(self):
+        """What every thread of the program is doing (gdb, when installed and
+        allowed to attach), for a failure that found it stuck; "" otherwise."""
+        gdb = shutil.which("gdb")
+        if gdb is None or self.returncode is not None:
+            return ""
+        try:
+            out = subprocess.run([gdb, "-p", str(self.proc.pid), "-batch", "-nx",
+                                  "-ex", "thread apply all bt"],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        lines = [l for l in out.decode(errors="replace").splitlines()
+                 if l.startswith(("Thread ", "#"))]
+        return "--- its threads when it was found stuck:\n%s\n" % "\n".join(lines[:200])
 
     def _join_readers(self):
         # Output written just before the exit is still in the pipes; the
