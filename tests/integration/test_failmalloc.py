@@ -197,79 +197,60 @@ class FailMalloc(gracetest.ProgramTestCase):
         def hello(r):
             return r.status == 200 and r.body == b"Hello, World!\n"
 
-        def keepalive():
-            try:
-                c = gracetest.HttpConn(port, timeout=5.0)
-            except OSError:
-                f.fail()
-                return
-            try:
-                for _ in range(5):
-                    if not one(c, request("/"), hello):
-                        return
-                if not one(c, request("/", method="HEAD"),
-                           lambda r: r.status == 200 and r.body == b"", head=True):
+        def on_conn(what, body):
+            """Runs |body| on a fresh keep-alive connection; a refused or
+            closed connection is an allowed failure, no answer in 5 s (the
+            reader's AssertionError) a hang."""
+            def run():
+                try:
+                    c = gracetest.HttpConn(port, timeout=5.0)
+                except OSError:
+                    f.fail()
                     return
-                one(c, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                       b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", hello)
-            except gracetest.ProtocolError as e:
-                closed(f, e)
-            except OSError:
-                f.fail()  # the server closed the connection: allowed
-            except AssertionError as e:
-                f.bad("keep-alive: %s" % e)  # no answer in 5 s: a hang
-            finally:
-                c.close()
+                try:
+                    body(c)
+                except gracetest.ProtocolError as e:
+                    closed(f, e)
+                except OSError:
+                    f.fail()  # the server closed the connection: allowed
+                except AssertionError as e:
+                    f.bad("%s: %s" % (what, e))
+                finally:
+                    c.close()
+            return run
 
-        def pipelined():
-            try:
-                c = gracetest.HttpConn(port, timeout=5.0)
-            except OSError:
-                f.fail()
+        def keepalive(c):
+            for _ in range(5):
+                if not one(c, request("/"), hello):
+                    return
+            if not one(c, request("/", method="HEAD"),
+                       lambda r: r.status == 200 and r.body == b"", head=True):
                 return
-            try:
-                c.send(request("/") + request("/sleep?duration=20ms") + request("/")
-                       + request("/nope"))
-                for check in (hello,
-                              lambda r: r.status == 200 and r.body == b"Welcome HTTP Server",
-                              hello,
-                              lambda r: r.status == 404):
-                    r = c.read_response(timeout=5.0)
-                    if r.status in FAILURE_STATUSES:
-                        f.fail()
-                        return
-                    if not check(r):
-                        f.bad("pipelined: %r" % r)
-                        return
-                    f.good()
-            except gracetest.ProtocolError as e:
-                closed(f, e)
-            except OSError:
-                f.fail()
-            except AssertionError as e:
-                f.bad("pipelined: %s" % e)
-            finally:
-                c.close()
+            one(c, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", hello)
 
-        def sleeper():
-            try:
-                c = gracetest.HttpConn(port, timeout=5.0)
-            except OSError:
-                f.fail()
-                return
-            try:
-                one(c, request("/sleep?duration=150ms"),
-                    lambda r: r.status == 200 and r.body == b"Welcome HTTP Server")
-            except gracetest.ProtocolError as e:
-                closed(f, e)
-            except OSError:
-                f.fail()
-            except AssertionError as e:
-                f.bad("sleep: %s" % e)
-            finally:
-                c.close()
+        def pipelined(c):
+            c.send(request("/") + request("/sleep?duration=20ms") + request("/")
+                   + request("/nope"))
+            for check in (hello,
+                          lambda r: r.status == 200 and r.body == b"Welcome HTTP Server",
+                          hello,
+                          lambda r: r.status == 404):
+                r = c.read_response(timeout=5.0)
+                if r.status in FAILURE_STATUSES:
+                    f.fail()
+                    return
+                if not check(r):
+                    f.bad("pipelined: %r" % r)
+                    return
+                f.good()
 
-        return [keepalive, pipelined, sleeper]
+        def sleeper(c):
+            one(c, request("/sleep?duration=150ms"),
+                lambda r: r.status == 200 and r.body == b"Welcome HTTP Server")
+
+        return [on_conn("keep-alive", keepalive), on_conn("pipelined", pipelined),
+                on_conn("sleep", sleeper)]
 
     def curl_h2(self, port, f):
         def curl_h2():
