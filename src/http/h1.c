@@ -232,6 +232,8 @@ static void go_idle(h1 *h) {
   }
   grace__conn_set_state(c, GRACE__CS_IDLE);
   grace__conn_timer(c, GRACE__TL_IDLE);
+  if (grace__conn_shutting_down(c))
+    c->flags |= GRACE__CF_KEPT_IN_DRAIN; /* see grace__h1_spread_over */
   h->dozing = 1;
 }
 
@@ -770,10 +772,7 @@ void grace__h1_spread_over(grace__conn *c) {
   if (c->proto == &grace__h1_proto) {
     h1_on_shutdown(c);
   } else if (c->proto == &grace__h1_idle_proto) {
-    grace_http_server *srv = c->pdata;
-    int64_t idle = grace__conn_idle_ms(c);
-    if (idle >= 0 &&
-        idle < grace__server_spread_elapsed(&srv->sv) / GRACE_MILLISECOND) {
+    if (c->flags & GRACE__CF_KEPT_IN_DRAIN) {
       /* Answered during the window: its next request may be on its way
        * (see GRACE__LAST_CALL_MS); this replaces the idle deadline. */
       grace__conn_timer(c, GRACE__TL_LAST_CALL);

@@ -1086,19 +1086,6 @@ int grace__conn_ptimer_armed(const grace__conn_ptimer *t) {
   return !grace__list_empty(&t->node.link);
 }
 
-int64_t grace__conn_idle_ms(const grace__conn *c) {
-  if (c->cl == NULL || c->state != GRACE__CS_IDLE ||
-      grace__list_empty(&c->timer[0].link))
-    return -1;
-  grace__loop *loop = c->cl->loop;
-  uint64_t timeout = loop->tl[GRACE__TL_IDLE].timeout;
-  if (timeout == 0 || c->timer[0].deadline < timeout)
-    return -1;
-  uint64_t since = c->timer[0].deadline - timeout;
-  uint64_t now = uv_now(loop->uv);
-  return now > since ? (int64_t)(now - since) : 0;
-}
-
 void grace__conn_set_state(grace__conn *c, int st) {
   grace__conn_reg *reg = c->reg;
   if (c->state == st)

@@ -163,8 +163,11 @@ enum {
   GRACE__CF_IN_READ = 1 << 7,     /* inside on_read */
   GRACE__CF_CUT = 1 << 8,         /* counted as cut already */
   GRACE__CF_RESUME_POSTED = 1 << 9,
-  GRACE__CF_SHUTDOWN = 1 << 10, /* a graceful shutdown began */
-  GRACE__CF_UNCOUNTED = 1 << 11 /* no longer in reg->nconns (lingering) */
+  GRACE__CF_SHUTDOWN = 1 << 10,  /* a graceful shutdown began */
+  GRACE__CF_UNCOUNTED = 1 << 11, /* no longer in reg->nconns (lingering) */
+  /* The protocol kept the connection alive with an answer after its
+   * graceful shutdown began (HTTP/1.1 in a close spread's window). */
+  GRACE__CF_KEPT_IN_DRAIN = 1 << 12
 };
 
 struct grace__conn {
@@ -350,11 +353,6 @@ void grace__conn_ptimer_init(grace__conn_ptimer *t, grace__conn *c);
 void grace__conn_ptimer_arm(grace__conn_ptimer *t, unsigned list);
 void grace__conn_ptimer_stop(grace__conn_ptimer *t);
 int grace__conn_ptimer_armed(const grace__conn_ptimer *t);
-
-/* How long |c| has been idle, in milliseconds (its read slot holds the
- * idle deadline), or -1 when that is not known (not idle, no loop, or no
- * idle timeout). */
-int64_t grace__conn_idle_ms(const grace__conn *c);
 
 /* Sets the state reported to the registry (NEW, ACTIVE, IDLE). */
 void grace__conn_set_state(grace__conn *c, int state);

@@ -34,10 +34,6 @@ void grace__server_spread_begin(grace__server *sv) {
   sv->spread_begin = spread_now(sv);
 }
 
-grace_duration grace__server_spread_elapsed(const grace__server *sv) {
-  return spread_now(sv) - sv->spread_begin;
-}
-
 grace_duration grace__server_spread_offset(const grace__server *sv,
                                            uint64_t id) {
   /* The fractional parts of id * (golden ratio) (Fibonacci hashing):

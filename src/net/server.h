@@ -166,9 +166,6 @@ int grace__server_shutdown_uv(grace__server *sv, grace_duration timeout,
 void grace__server_set_close_spread(grace__server *sv, grace_duration d);
 /* Fixes the window as if the shutdown began now. */
 void grace__server_spread_begin(grace__server *sv);
-/* How long ago the shutdown (and its close spread) began. */
-grace_duration grace__server_spread_elapsed(const grace__server *sv);
-
 /* Where in the window connection |id| gets its moment. */
 grace_duration grace__server_spread_offset(const grace__server *sv,
                                            uint64_t id);
