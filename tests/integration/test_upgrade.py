@@ -455,6 +455,11 @@ class UpgradeTest(gracetest.ProgramTestCase):
         _, err1 = first.communicate(timeout=15)
         self.assertEqual(first.returncode, 1, err1)
         self.assertIn("not ready within 3s", err1)
+        # The failed successor accepts from the shared queue until it has
+        # stopped (it drains what it took): ask only once it is gone.
+        hung = int(re.search(r"pid (\d+) was not ready within 3s", err1).group(1))
+        c.first.wait_line(r"Upgrade: the failed pid %d exited" % hung,
+                          timeout=bound(5.0, 15.0))
         self.assertEqual(self.build_of(port), "a")
 
     def test_upgrade_waits_for_the_older_generation_to_drain(self):

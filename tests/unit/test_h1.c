@@ -822,10 +822,32 @@ close_spread_serves_requests_in_flight_and_ends_with_close(void **state) {
   expect_one(late, 200, &a);
   assert_non_null(strstr(a.head, "\r\nConnection: close\r\n"));
   assert_true(is_closed(late));
-  /* And the idle one is closed now. */
+  /* The idle one, kept alive by an answer in the window, gets its last
+   * call: a request now is answered with close... */
   grace__h1_spread_over(early);
+  assert_false(grace__conn_closing(early));
+  send_str(early, GET("/last"));
+  answer_held();
+  expect_one(early, 200, &a);
+  assert_non_null(strstr(a.head, "\r\nConnection: close\r\n"));
   assert_true(is_closed(early));
   assert_int_equal(cancels, 0);
+  /* ...and one that sends nothing is closed when the last call ends. */
+  grace__conn *quiet = open_conn(SIZE_MAX);
+  quiet->id = SPREAD_ID;
+  send_str(quiet, GET("/quiet"));
+  grace__conn_shutdown(quiet);
+  clock_at(moment_of(quiet) / 2);
+  answer_held();
+  expect_one(quiet, 200, &a);
+  assert_null(strstr(a.head, "Connection"));
+  assert_false(grace__conn_closing(quiet));
+  clock_at(SPREAD);
+  grace__h1_spread_over(quiet);
+  assert_false(grace__conn_closing(quiet));
+  quiet->proto->on_timer(quiet, GRACE__TL_LAST_CALL);
+  assert_true(grace__conn_closing(quiet));
+  grace__conn_mem_free(quiet);
   grace__conn_mem_free(early);
   grace__conn_mem_free(late);
   fc_destroy(&fclock);
