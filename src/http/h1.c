@@ -43,7 +43,6 @@ typedef struct h1 {
   uint8_t eof;           /* the peer closed its side */
   uint8_t in_read;       /* inside on_read */
   uint8_t waiting_flush; /* paused until the write queue drains */
-  uint8_t seen_bytes;    /* a request byte ever arrived */
   size_t avail;          /* inside on_read: bytes after the request */
   unsigned fields;       /* header fields of the request being read */
   unsigned hosts;        /* Host fields among them */
@@ -81,10 +80,8 @@ static h1 *h1_wake(grace__conn *c, grace_http_server *srv) {
   h->conn = c;
   h->srv = srv;
   h->hl = grace__http_loop_of(c);
-  if (c->state != GRACE__CS_NEW) {
-    h->sniffed = 1;
-    h->seen_bytes = 1;
-  }
+  if (c->state != GRACE__CS_NEW)
+    h->sniffed = 1; /* an idle connection's next request is HTTP/1.1 */
   parser_init(h);
   grace__conn_set_proto(c, &grace__h1_proto, h);
   return h;
@@ -623,7 +620,6 @@ static ssize_t h1_on_read(grace__conn *c, const uint8_t *p, size_t n) {
       return (ssize_t)take;
     }
     h->sniffed = 1;
-    h->seen_bytes = 1;
     if (is_h2 > 0) {
       size_t held = h->sniff_len;
       char sniff[4];
